@@ -1,0 +1,3 @@
+#!/usr/bin/env node
+// Thin launcher: the CLI is compiled to dist/ by `npm run build` (part of `npm run setup`).
+import "../dist/cli/main.js";
