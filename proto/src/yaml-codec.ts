@@ -504,11 +504,35 @@ function jsonIndex(desc: DescMessage): Map<string, DescField> {
 
 function unknownFieldMessage(desc: DescMessage, key: string): string {
   const lower = key.toLowerCase().replace(/[_-]/g, "");
-  const close = desc.fields.find((f) => f.jsonName.toLowerCase() === lower || f.name === key);
-  const known = desc.fields.map((f) => f.jsonName).join(", ");
-  return close !== undefined
-    ? `unknown field ${JSON.stringify(key)}; did you mean ${JSON.stringify(close.jsonName)}?`
-    : `unknown field ${JSON.stringify(key)}; known fields: ${known}`;
+  let best: DescField | undefined;
+  let bestDistance = 3; // suggest only close misspellings
+  for (const f of desc.fields) {
+    const d =
+      f.jsonName.toLowerCase() === lower || f.name === key
+        ? 0
+        : editDistance(f.jsonName.toLowerCase(), lower);
+    if (d < bestDistance) {
+      best = f;
+      bestDistance = d;
+    }
+  }
+  if (best !== undefined)
+    return `unknown field ${JSON.stringify(key)}; did you mean ${JSON.stringify(best.jsonName)}?`;
+  return `unknown field ${JSON.stringify(key)}; known fields: ${desc.fields.map((f) => f.jsonName).join(", ")}`;
+}
+
+/** Levenshtein distance, for "did you mean" hints on short field names. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      cur[j] = Math.min((prev[j] as number) + 1, (cur[j - 1] as number) + 1, (prev[j - 1] as number) + cost);
+    }
+    prev = cur;
+  }
+  return prev[b.length] as number;
 }
 
 // ---------------------------------------------------------------------------------------------
