@@ -81,7 +81,9 @@ export function parseRouteName(name: string): { service: string; namespace: stri
 }
 
 /** Splits a Cluster name; undefined when malformed. */
-export function parseClusterName(name: string): { service: string; namespace: string; port: number } | undefined {
+export function parseClusterName(
+  name: string,
+): { service: string; namespace: string; port: number } | undefined {
   const colon = name.lastIndexOf(":");
   if (colon < 0) return undefined;
   const route = parseRouteName(name.slice(0, colon));

@@ -74,6 +74,9 @@ function validateMessage(desc: DescMessage, msg: Msg, path: FieldPath, out: Viol
     const fpath = [...path, field.jsonName];
     if (!isFieldSet(msg as never, field)) {
       if (rules?.required) out.push({ path: fpath, message: "is required" });
+      else if ((field.fieldKind === "list" || field.fieldKind === "map") && (rules?.minItems ?? 0) > 0) {
+        checkCount(0, rules, fpath, out);
+      }
       continue;
     }
     const value = fieldValue(msg, field);
@@ -90,7 +93,13 @@ function validateMessage(desc: DescMessage, msg: Msg, path: FieldPath, out: Viol
       case "list": {
         const items = value as unknown[];
         checkCount(items.length, rules, fpath, out);
-        if (rules?.unique) checkUnique(items, fpath, out);
+        if (rules?.unique) {
+          const show =
+            field.listKind === "enum"
+              ? (v: unknown) => JSON.stringify(enumToken(field.enum, v as number) ?? v)
+              : (v: unknown) => JSON.stringify(v);
+          checkUnique(items, fpath, out, show);
+        }
         items.forEach((item, i) => {
           const ipath = [...fpath, i];
           if (field.listKind === "scalar") checkScalar(field.scalar, item, rules, ipath, out);
@@ -175,13 +184,38 @@ function checkCount(n: number, rules: FieldRules | undefined, path: FieldPath, o
   }
 }
 
-function checkUnique(items: unknown[], path: FieldPath, out: Violation[]): void {
+function checkUnique(
+  items: unknown[],
+  path: FieldPath,
+  out: Violation[],
+  show: (v: unknown) => string,
+): void {
   const seen = new Set<unknown>();
   items.forEach((item, i) => {
     if (typeof item === "object") return;
-    if (seen.has(item)) out.push({ path: [...path, i], message: `duplicate value ${JSON.stringify(item)}` });
+    if (seen.has(item)) out.push({ path: [...path, i], message: `duplicate value ${show(item)}` });
     seen.add(item);
   });
+}
+
+/**
+ * The rule problems of a scalar value the user wrote explicitly. The codec calls this for values
+ * equal to the type's zero (`port: 0`), which the message alone cannot tell from "unset".
+ */
+export function explicitScalarProblems(field: DescField, value: unknown): string[] {
+  const rules = fieldRules(field);
+  if (rules === undefined || field.fieldKind !== "scalar") return [];
+  // An empty string written for a required field reads best as the validator says it.
+  if (typeof value === "string") return rules.required ? ["is required"] : [];
+  const out: Violation[] = [];
+  checkScalar(field.scalar, value, rules, [], out);
+  if (out.length === 0 && rules.required) out.push({ path: [], message: "is required" });
+  return out.map((v) => v.message);
+}
+
+/** The declared rules of a field, if any (for the codec's range messages). */
+export function declaredRules(field: DescField): FieldRules | undefined {
+  return fieldRules(field);
 }
 
 function checkMapKey(
@@ -289,7 +323,14 @@ function checkMessageRules(
     const f = desc.fields.find((x) => x.name === imp.field);
     if (imp.whenContains !== "" && f !== undefined && !containsToken(f, fieldValue(msg, f), imp.whenContains))
       continue;
-    const missing = imp.requires.filter((r) => !isSet(desc, msg, r));
+    const missing = imp.requires.filter((r) => {
+      if (!isSet(desc, msg, r)) return true;
+      if (imp.equals === "") return false;
+      const rf = desc.fields.find((x) => x.name === r);
+      const v = rf === undefined ? undefined : fieldValue(msg, rf);
+      const shown = rf?.fieldKind === "enum" ? enumToken(rf.enum, v as number) : v;
+      return shown !== imp.equals;
+    });
     if (missing.length > 0) {
       out.push({
         path: [...path, jsonNameOf(desc, imp.field)],

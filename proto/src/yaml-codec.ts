@@ -13,6 +13,7 @@
 import type { DescEnum, DescField, DescMessage } from "@bufbuild/protobuf";
 import { create, getOption, hasOption, isFieldSet, ScalarType } from "@bufbuild/protobuf";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { FeatureSet_FieldPresence as FieldPresence } from "@bufbuild/protobuf/wkt";
 import type { Pair, Node as YamlNode } from "yaml";
 import {
   Document,
@@ -25,6 +26,7 @@ import {
   Scalar,
   type YAMLMap,
 } from "yaml";
+import type { FieldRules } from "../gen/trellis/v1/options_pb.js";
 import { field as fieldOption } from "../gen/trellis/v1/options_pb.js";
 import { parseByteSize } from "./byte-size.js";
 import { formatDuration, parseDuration } from "./duration.js";
@@ -34,7 +36,7 @@ import { formatPath } from "./field-path.js";
 import type { KindInfo, PolicyMessage } from "./kinds.js";
 import { API_VERSION, KINDS, kindInfo } from "./kinds.js";
 import { formatTimestamp, parseTimestamp } from "./timestamp.js";
-import { fieldValue, validate } from "./validate.js";
+import { declaredRules, explicitScalarProblems, fieldValue, validate } from "./validate.js";
 
 /** One problem in an input file, with its position (1-based line and column). */
 export interface Diagnostic {
@@ -136,8 +138,13 @@ function isByteSize(field: DescField): boolean {
 class Decoder {
   readonly diagnostics: Diagnostic[] = [];
   private readonly positions = new Map<string, Pos>();
-  /** Paths whose value failed to decode: validation findings at or under them are redundant. */
+  /**
+   * Paths whose value failed to decode. Validation findings at or under them are redundant, and so
+   * are findings on their immediate parent message (its "one of / at least one" rules see the field
+   * as unset only because its value was refused).
+   */
   private readonly failed: string[] = [];
+  private readonly failedParents = new Set<string>();
   private docPos: Pos = { line: 1, col: 1 };
 
   constructor(
@@ -155,18 +162,27 @@ class Decoder {
   private error(at: Pos, path: FieldPath, message: string): void {
     const p = formatPath(path);
     this.failed.push(p);
+    if (path.length > 0) this.failedParents.add(formatPath(path.slice(0, -1)));
     this.diagnostics.push({ file: this.file, line: at.line, col: at.col, path: p, message });
   }
 
   /** Reports a validator finding at the position of the deepest recorded prefix of its path. */
   violation(path: FieldPath, message: string): void {
     const p = formatPath(path);
+    if (this.failedParents.has(p)) return;
     if (this.failed.some((f) => p === f || p.startsWith(`${f}.`) || p.startsWith(`${f}[`))) return;
     let at: Pos | undefined;
     for (let n = path.length; n >= 0 && at === undefined; n--)
       at = this.positions.get(formatPath(path.slice(0, n)));
     const pos = at ?? this.docPos;
     this.diagnostics.push({ file: this.file, line: pos.line, col: pos.col, path: p, message });
+  }
+
+  /** An alias whose anchor does not exist: an error, never a silently unset field. */
+  private danglingAlias(raw: unknown, resolved: YamlNode | null, at: Pos, path: FieldPath): boolean {
+    if (!isAlias(raw) || resolved !== null) return false;
+    this.error(at, path, `alias *${raw.source} refers to no anchor`);
+    return true;
   }
 
   private resolve(node: unknown): YamlNode | null {
@@ -198,7 +214,9 @@ class Decoder {
       } else if (key === "kind") {
         const v = this.resolve(pair.value);
         info = isScalar(v) && typeof v.value === "string" ? kindInfo(v.value) : undefined;
-        if (info === undefined) {
+        if (v === null || (isScalar(v) && v.value === null)) {
+          this.error(this.keyPos(pair), ["kind"], "is required");
+        } else if (info === undefined) {
           const got = isScalar(v) ? String(v.value) : "";
           this.error(
             this.keyPos(pair),
@@ -237,11 +255,15 @@ class Decoder {
       const field = byJson.get(key);
       const fpath = [...path, key];
       if (field === undefined) {
-        this.error(kpos, fpath, unknownFieldMessage(desc, key));
+        const suggestion = closestField(desc, key);
+        this.error(kpos, fpath, unknownFieldMessage(desc, key, suggestion));
+        // A misspelled field: "the intended field is missing" would only repeat this error.
+        if (suggestion !== undefined) this.failed.push(formatPath([...path, suggestion.jsonName]));
         continue;
       }
       this.positions.set(formatPath(fpath), kpos);
       const value = this.resolve(pair.value);
+      if (this.danglingAlias(pair.value, value, kpos, fpath)) continue;
       if (value === null || (isScalar(value) && value.value === null)) continue; // `key:` or `key: ~` = unset
       if (field.oneof !== undefined) {
         const prev = oneofSetBy.get(field.oneof.name);
@@ -257,6 +279,14 @@ class Decoder {
       }
       const decoded = this.fieldValue(field, value, fpath, kpos);
       if (decoded === undefined) continue;
+      if (field.fieldKind === "scalar" && field.presence === FieldPresence.IMPLICIT && isZeroValue(decoded)) {
+        // The message cannot tell a written zero from "unset": check the written value here.
+        const problems = explicitScalarProblems(field, decoded);
+        if (problems.length > 0) {
+          for (const m of problems) this.error(kpos, fpath, m);
+          continue;
+        }
+      }
       if (field.oneof !== undefined) msg[field.oneof.localName] = { case: field.localName, value: decoded };
       else msg[field.localName] = decoded;
     }
@@ -266,7 +296,7 @@ class Decoder {
   private fieldValue(field: DescField, node: YamlNode, path: FieldPath, at: Pos): unknown {
     switch (field.fieldKind) {
       case "scalar":
-        return this.scalar(field.scalar, node, path, at, isByteSize(field));
+        return this.scalar(field.scalar, node, path, at, isByteSize(field), declaredRules(field));
       case "enum":
         return this.enumValue(field.enum, node, path, at);
       case "message":
@@ -280,8 +310,9 @@ class Decoder {
         node.items.forEach((raw, i) => {
           const item = this.resolve(raw);
           const ipath = [...path, i];
-          const ipos = item ? this.pos(item) : at;
+          const ipos = item ? this.pos(item) : isAlias(raw) ? this.pos(raw as YamlNode) : at;
           this.positions.set(formatPath(ipath), ipos);
+          if (this.danglingAlias(raw, item, ipos, ipath)) return;
           if (item === null || (isScalar(item) && item.value === null)) {
             this.error(ipos, ipath, "must not be empty");
             return;
@@ -319,6 +350,7 @@ class Decoder {
           }
           if (key === undefined) continue;
           const valueNode = this.resolve(pair.value);
+          if (this.danglingAlias(pair.value, valueNode, kpos, kpath)) continue;
           if (valueNode === null) {
             this.error(kpos, kpath, "must have a value");
             continue;
@@ -372,7 +404,14 @@ class Decoder {
     return n;
   }
 
-  private scalar(type: ScalarType, node: YamlNode, path: FieldPath, at: Pos, byteSize: boolean): unknown {
+  private scalar(
+    type: ScalarType,
+    node: YamlNode,
+    path: FieldPath,
+    at: Pos,
+    byteSize: boolean,
+    bounds?: FieldRules,
+  ): unknown {
     if (!isScalar(node)) {
       this.error(at, path, `must be ${scalarNoun(type)}, not a ${isSeq(node) ? "list" : "mapping"}`);
       return undefined;
@@ -399,7 +438,7 @@ class Decoder {
         this.error(at, path, "must be a number");
         return undefined;
       default:
-        return this.integer(type, v, path, at, byteSize, quotedNumber);
+        return this.integer(type, v, path, at, byteSize, quotedNumber, bounds);
     }
   }
 
@@ -410,6 +449,7 @@ class Decoder {
     at: Pos,
     byteSize: boolean,
     quotedNumber: boolean,
+    bounds: FieldRules | undefined,
   ): unknown {
     let n: number | bigint | undefined;
     if (typeof v === "number") n = v;
@@ -434,16 +474,27 @@ class Decoder {
     }
     const big = BigInt(n);
     const [min, max] = intRange(type);
+    // Out of the type's range: name the declared bound when there is one (port: -1 → "≥ 1").
     if (big < min) {
-      this.error(at, path, `must be ≥ ${min}`);
+      const lower =
+        bounds?.gt !== undefined
+          ? `> ${bounds.gt}`
+          : bounds?.min !== undefined
+            ? `≥ ${bounds.min}`
+            : `≥ ${min}`;
+      this.error(at, path, `must be ${lower}`);
       return undefined;
     }
     if (big > max) {
-      this.error(at, path, `must be ≤ ${max}`);
+      this.error(at, path, `must be ≤ ${bounds?.max ?? max}`);
       return undefined;
     }
     return is64(type) ? big : Number(big);
   }
+}
+
+function isZeroValue(v: unknown): boolean {
+  return v === 0 || v === 0n || v === "" || v === false || (v instanceof Uint8Array && v.length === 0);
 }
 
 function is64(type: ScalarType): boolean {
@@ -502,7 +553,7 @@ function jsonIndex(desc: DescMessage): Map<string, DescField> {
   return m;
 }
 
-function unknownFieldMessage(desc: DescMessage, key: string): string {
+function closestField(desc: DescMessage, key: string): DescField | undefined {
   const lower = key.toLowerCase().replace(/[_-]/g, "");
   let best: DescField | undefined;
   let bestDistance = 3; // suggest only close misspellings
@@ -516,8 +567,12 @@ function unknownFieldMessage(desc: DescMessage, key: string): string {
       bestDistance = d;
     }
   }
-  if (best !== undefined)
-    return `unknown field ${JSON.stringify(key)}; did you mean ${JSON.stringify(best.jsonName)}?`;
+  return best;
+}
+
+function unknownFieldMessage(desc: DescMessage, key: string, suggestion: DescField | undefined): string {
+  if (suggestion !== undefined)
+    return `unknown field ${JSON.stringify(key)}; did you mean ${JSON.stringify(suggestion.jsonName)}?`;
   return `unknown field ${JSON.stringify(key)}; known fields: ${desc.fields.map((f) => f.jsonName).join(", ")}`;
 }
 

@@ -41,6 +41,8 @@ export interface SpawnOptions {
   stopSignal?: NodeJS.Signals;
   /** How long stop() waits after stopSignal before it sends SIGKILL, in ms (default 5000). */
   stopTimeoutMs?: number;
+  /** Pipe stdin and stdout to the test (stderr still goes to the log file). Default: both to the log. */
+  pipe?: boolean;
 }
 
 /** How a process ended. */
@@ -67,6 +69,9 @@ export interface ManagedProcess {
   stop(): Promise<void>;
   /** The last `lines` lines of the log (default 30), for error messages. */
   logTail(lines?: number): string;
+  /** With `pipe`: the child's stdin and stdout. */
+  readonly stdin: NodeJS.WritableStream | null;
+  readonly stdout: NodeJS.ReadableStream | null;
 }
 
 const owned = new Map<number, ChildProcess>();
@@ -84,7 +89,7 @@ export function spawnManaged(cmd: string, args: readonly string[], opts: SpawnOp
   let child: ChildProcess;
   try {
     child = spawn("setpriv", ["--pdeathsig", "KILL", "--", cmd, ...args], {
-      stdio: ["ignore", fd, fd],
+      stdio: opts.pipe ? ["pipe", "pipe", fd] : ["ignore", fd, fd],
       env: opts.env ?? process.env,
       ...(opts.cwd !== undefined && { cwd: opts.cwd }),
     });
@@ -158,6 +163,8 @@ export function spawnManaged(cmd: string, args: readonly string[], opts: SpawnOp
     exitInfo: () => info,
     kill,
     stop,
+    stdin: child.stdin,
+    stdout: child.stdout,
     logTail,
   };
 }
