@@ -27,7 +27,7 @@ export interface ControlPlaneProcess {
 
 export interface ControlPlaneStartOptions {
   /** etcd endpoints; omitted = the embedded store. */
-  etcd?: string[];
+  etcd?: readonly string[];
   /** Reuse a HOME (and so ~/.trellis) — e.g. a second replica of the same mesh. */
   home?: string;
   /** Reuse a state dir / secret file (replicas of one mesh share the secret file). */

@@ -6,7 +6,7 @@
  *   /trellis/v1/registrations/<namespace>/<service>/<proxy> a sidecar's Workload, under its lease
  *   /trellis/v1/proxies/<replica>/<proxy>                   what one proxy holds (ACK/NACK record)
  *   /trellis/v1/security/ca                                 bootstrap CA (key encrypted)
- *   /trellis/v1/security/admin-token                        admin token hash
+ *   /trellis/v1/security/admin-token                        admin token (encrypted with the secret file)
  *   /trellis/v1/security/join-tokens/<id>                   join token hash, namespace, SA, expiry
  *   /trellis/v1/replicas/<replica>                          live replicas, under their leases
  *
