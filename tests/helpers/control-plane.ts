@@ -57,6 +57,8 @@ export async function startControlPlane(opts: ControlPlaneStartOptions = {}): Pr
     "100ms",
     "--debounce",
     "20ms",
+    "--keepalive",
+    "1s",
     ...(opts.etcd !== undefined ? ["--etcd", opts.etcd.join(",")] : []),
     ...(opts.secretFile !== undefined ? ["--secret-file", opts.secretFile] : []),
     ...(opts.replicaId !== undefined ? ["--replica-id", opts.replicaId] : []),

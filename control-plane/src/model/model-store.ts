@@ -101,12 +101,16 @@ export class ModelStore {
     if (kv.key.startsWith(POLICY_PREFIX)) {
       const k = parsePolicyKey(kv.key);
       const info = k ? kindInfo(k.kind) : undefined;
-      if (k === undefined || info === undefined) return this.warn(`ignoring unknown policy key ${kv.key}`);
+      if (k === undefined || info === undefined) {
+        this.warn(`ignoring unknown policy key ${kv.key}`);
+        return;
+      }
       let message: StoredPolicy["message"];
       try {
         message = decodePolicy(info, kv);
       } catch (err) {
-        return this.warn(`ignoring undecodable policy ${kv.key}: ${(err as Error).message}`);
+        this.warn(`ignoring undecodable policy ${kv.key}: ${(err as Error).message}`);
+        return;
       }
       const inner = writable(policies, k.kind, copied);
       inner.set(objectKey(k.namespace, k.name), {
@@ -120,12 +124,16 @@ export class ModelStore {
       change?.policyKinds.add(k.kind);
     } else if (kv.key.startsWith(REGISTRATION_PREFIX)) {
       const k = parseRegistrationKey(kv.key);
-      if (k === undefined) return this.warn(`ignoring malformed registration key ${kv.key}`);
+      if (k === undefined) {
+        this.warn(`ignoring malformed registration key ${kv.key}`);
+        return;
+      }
       let w: Workload;
       try {
         w = fromBinary(WorkloadSchema, kv.value);
       } catch (err) {
-        return this.warn(`ignoring undecodable registration ${kv.key}: ${(err as Error).message}`);
+        this.warn(`ignoring undecodable registration ${kv.key}: ${(err as Error).message}`);
+        return;
       }
       const svc = objectKey(k.namespace, k.service);
       writable(workloads, svc, copied).set(k.proxyId, w);

@@ -196,6 +196,7 @@ export class ControlPlane {
         stale: () => metrics.staleRequests.inc(),
         nack: () => metrics.nacks.inc(),
         connected: (n) => metrics.proxiesConnected.set(n),
+        converged: (seconds) => metrics.convergence.observe(seconds),
       },
     });
     this.discovery = discovery;

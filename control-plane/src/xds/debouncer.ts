@@ -24,7 +24,8 @@ export class Debouncer {
   private readonly maxDelayMs: number;
 
   constructor(
-    private readonly fire: (change: ModelChange) => void,
+    /** Receives the merged change and when its first part arrived (for convergence time). */
+    private readonly fire: (change: ModelChange, firstAt: number) => void,
     options: DebounceOptions = {},
     private readonly now: () => number = Date.now,
   ) {
@@ -55,7 +56,7 @@ export class Debouncer {
     this.timer = undefined;
     const change = this.pending;
     this.pending = undefined;
-    if (change !== undefined) this.fire(change);
+    if (change !== undefined) this.fire(change, this.firstAt);
   }
 
   stop(): void {

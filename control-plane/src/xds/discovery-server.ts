@@ -64,6 +64,8 @@ export interface DiscoveryServerOptions {
     stale?: () => void;
     nack?: () => void;
     connected?: (n: number) => void;
+    /** Seconds from the first change of a debounced burst to every proxy pushed. */
+    converged?: (seconds: number) => void;
   };
   now?: () => number;
 }
@@ -82,7 +84,14 @@ export class DiscoveryServer {
   private closing = false;
 
   constructor(private readonly opts: DiscoveryServerOptions) {
-    this.debouncer = new Debouncer(() => this.pushAll(), opts.debounce ?? {}, opts.now);
+    this.debouncer = new Debouncer(
+      (_change, firstAt) => {
+        this.pushAll();
+        this.opts.metrics?.converged?.(((opts.now ?? Date.now)() - firstAt) / 1000);
+      },
+      opts.debounce ?? {},
+      opts.now,
+    );
   }
 
   /** Number of connected proxies. */

@@ -270,6 +270,46 @@ spec:
     assert.ok(byeGone <= 1000, `deregistered endpoint gone after ${byeGone} ms`);
   });
 
+  it("detects a frozen proxy's dead stream with keepalives and lets its registration expire", async () => {
+    const web = sims.find((s) => s.events.some((e) => e.identity?.endsWith("/sa/web"))) as SimProxy;
+    const frozen = sim({
+      addresses: [cp.address],
+      caFile: cp.caFile,
+      workload: workload("orders", "orders-frozen"),
+      joinToken: ordersToken,
+    });
+    await waitFor(() => endpointsOf(web, "orders.shop:8080").includes("orders-frozen"), {
+      what: "orders-frozen endpoint at web",
+    });
+    // SIGSTOP: the TCP connection stays open but nothing answers (a hung host, a partition). The
+    // replica would renew the lease forever if it did not notice; keepalive pings (1 s) notice.
+    frozen.proc.kill("SIGSTOP");
+    try {
+      await waitFor(() => !endpointsOf(web, "orders.shop:8080").includes("orders-frozen"), {
+        what: "frozen proxy's endpoint removed (keepalive 1 s + timeout 1 s + TTL 2 s)",
+        timeoutMs: 8000,
+        intervalMs: 50,
+      });
+    } finally {
+      frozen.proc.kill("SIGCONT");
+    }
+  });
+
+  it("serves /live, /ready and the trellis_cp_* metrics on the admin port", async () => {
+    const base = `http://127.0.0.1:${cp.adminPort}`;
+    assert.equal((await fetch(`${base}/live`)).status, 200);
+    assert.equal((await fetch(`${base}/ready`)).status, 200);
+    const text = await (await fetch(`${base}/metrics`)).text();
+    for (const name of [
+      "trellis_cp_proxies_connected",
+      "trellis_cp_push_duration_seconds_count",
+      "trellis_cp_convergence_seconds_count",
+      "trellis_cp_nacks_total",
+    ]) {
+      assert.match(text, new RegExp(`^${name}\\{[^}]*\\} [1-9]`, "m"), `${name} is exported and non-zero`);
+    }
+  });
+
   it("keeps the registration (no delete event) when a proxy reconnects to another replica within the TTL", async () => {
     const second = await startControlPlane({
       etcd: etcd.endpoints,

@@ -23,6 +23,7 @@ interface Options {
   registrationTtl: string;
   statusFlush: string;
   debounce: string;
+  keepalive: string;
   logLevel?: string;
 }
 
@@ -56,6 +57,7 @@ export function registerControlPlane(program: Command): void {
     .option("--registration-ttl <duration>", "lease TTL of sidecar registrations", "15s")
     .option("--status-flush <duration>", "how often status records are written", "1s")
     .option("--debounce <duration>", "quiet window before pushing a policy change", "100ms")
+    .option("--keepalive <duration>", "ping interval (and timeout) that detects dead sidecar streams", "10s")
     .option("--log-level <level>", "trace|debug|info|warn|error", process.env.TRELLIS_LOG_LEVEL ?? "info")
     .action(async (opts: Options) => {
       const log = createLogger("trellis-control-plane", opts.logLevel);
@@ -92,6 +94,8 @@ export function registerControlPlane(program: Command): void {
         registrationTtlSeconds: Math.max(1, Math.round(seconds(opts.registrationTtl, "--registration-ttl"))),
         statusFlushMs: seconds(opts.statusFlush, "--status-flush") * 1000,
         debounceMs: seconds(opts.debounce, "--debounce") * 1000,
+        keepaliveMs: seconds(opts.keepalive, "--keepalive") * 1000,
+        keepaliveTimeoutMs: seconds(opts.keepalive, "--keepalive") * 1000,
       });
       let stopping = false;
       const stop = (signal: string) => {
