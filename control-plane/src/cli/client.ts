@@ -16,11 +16,11 @@
  */
 import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
-import * as grpc from "@grpc/grpc-js";
 import { ErrorCode, TrellisError } from "@trellis/proto/errors";
 import { AdminService } from "@trellis/proto/gen/trellis/v1/admin_pb";
 import type { GrpcCallOptions, GrpcClient } from "@trellis/proto/grpc-adapter";
 import { createGrpcClient, fromGrpcError } from "@trellis/proto/grpc-adapter";
+import { controlPlaneChannel } from "@trellis/proto/grpc-tls";
 import type { Command } from "commander";
 import { bearerAuthorization } from "../security/admin-auth.js";
 import type { ClientConfig } from "../security/bootstrap.js";
@@ -150,16 +150,10 @@ export interface AdminConnection {
 
 /** Opens a TLS channel to the admin API (the channel connects lazily, on the first call). */
 export function openAdminConnection(settings: ConnectionSettings): AdminConnection {
-  let credentials: grpc.ChannelCredentials;
-  try {
-    credentials = grpc.credentials.createSsl(Buffer.from(settings.caPem));
-  } catch (err) {
-    throw new TrellisError(ErrorCode.CONFIG, `the CA bundle is not usable: ${(err as Error).message}`, {
-      cause: err,
-    });
-  }
+  const { credentials, options } = controlPlaneChannel(settings.address, settings.caPem);
   const client = createGrpcClient(AdminService, settings.address, credentials, {
     defaultTimeoutMs: ADMIN_CALL_TIMEOUT_MS,
+    ...options,
   });
   const metadata = { authorization: bearerAuthorization(settings.token) };
   return {
@@ -174,6 +168,8 @@ export function openAdminConnection(settings: ConnectionSettings): AdminConnecti
     close: () => client.close(),
   };
 }
+
+/** The host part of `host:port` / `[v6]:port` (brackets removed). */
 
 /** Resolves the settings for `cmd`, opens a connection, runs `fn` and closes the connection. */
 export async function withAdmin<T>(cmd: Command, fn: (conn: AdminConnection) => Promise<T>): Promise<T> {
@@ -191,9 +187,12 @@ export function describeCallError(address: string, err: unknown): TrellisError {
   switch (e.code) {
     case ErrorCode.UNAVAILABLE:
     case ErrorCode.TIMEOUT:
-      return new TrellisError(e.code, `cannot reach the control plane at ${address}: ${e.message}`, {
-        cause: e,
-      });
+      // grpc-js ends connection errors with an empty "Resolution note: " when DNS had nothing to add.
+      return new TrellisError(
+        e.code,
+        `cannot reach the control plane at ${address}: ${e.message.replace(/\.?\s*Resolution note:\s*$/, "")}`,
+        { cause: e },
+      );
     case ErrorCode.UNAUTHENTICATED:
     case ErrorCode.PERMISSION_DENIED:
       return new TrellisError(

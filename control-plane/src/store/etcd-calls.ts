@@ -23,8 +23,8 @@ export interface CallPolicy {
  * 2. A failure is mapped to a TrellisError. If `retryable` accepts it and time is left, wait
  *    (backoff, never past the deadline) and try again; the attempt closure decides what a retry
  *    means (e.g. re-reading the key first after an ambiguous compare-and-swap).
- * 3. Otherwise — or once the deadline has passed — throw the last error (UNAVAILABLE or TIMEOUT for
- *    an unreachable etcd).
+ * 3. Otherwise — or once the deadline has passed, or too little of it is left for a real attempt —
+ *    throw the last error (UNAVAILABLE or TIMEOUT for an unreachable etcd).
  * A local timer backs the gRPC deadline up, so even a call stuck before reaching gRPC (connection
  * setup) fails with TIMEOUT shortly after the deadline.
  */
@@ -47,8 +47,15 @@ export async function callWithDeadline<T>(
     if (!retryable(err) || left <= 0) throw err;
     await new Promise((resolve) => setTimeout(resolve, Math.min(wait, left)));
     wait = Math.min(policy.retryMaxMs, wait * 2);
-    if (Date.now() >= deadline) throw err;
+    // An attempt with almost no time left can only time out (a new channel alone needs a few ms to
+    // resolve and connect), which would replace an informative error such as "connection refused".
+    if (deadline - Date.now() < minAttemptMs(policy)) throw err;
   }
+}
+
+/** The least time worth starting an attempt with. */
+function minAttemptMs(policy: CallPolicy): number {
+  return Math.min(100, policy.timeoutMs / 10);
 }
 
 /** Grace after the deadline for gRPC to report DEADLINE_EXCEEDED itself before the backstop fires. */

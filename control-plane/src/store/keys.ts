@@ -47,7 +47,9 @@ export function parsePolicyKey(key: string): { kind: string; namespace: string; 
 }
 
 /** Splits a registration key; undefined for keys of another shape. */
-export function parseRegistrationKey(key: string): { namespace: string; service: string; proxyId: string } | undefined {
+export function parseRegistrationKey(
+  key: string,
+): { namespace: string; service: string; proxyId: string } | undefined {
   if (!key.startsWith(REGISTRATION_PREFIX)) return undefined;
   const parts = key.slice(REGISTRATION_PREFIX.length).split("/");
   if (parts.length !== 3) return undefined;

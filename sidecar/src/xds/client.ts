@@ -16,7 +16,6 @@
 import { EventEmitter } from "node:events";
 import type { Message, MessageInitShape } from "@bufbuild/protobuf";
 import { create, fromBinary } from "@bufbuild/protobuf";
-import * as grpc from "@grpc/grpc-js";
 import { durationMs } from "@trellis/proto/duration";
 import { TrellisError } from "@trellis/proto/errors";
 import type {
@@ -34,6 +33,7 @@ import type { Workload } from "@trellis/proto/gen/trellis/v1/workload_pb";
 import { WorkloadSchema } from "@trellis/proto/gen/trellis/v1/workload_pb";
 import type { BidiStreamingCall, GrpcClient } from "@trellis/proto/grpc-adapter";
 import { createGrpcClient } from "@trellis/proto/grpc-adapter";
+import { controlPlaneChannel } from "@trellis/proto/grpc-tls";
 import { RESOURCE_SCHEMAS } from "@trellis/proto/resource-types";
 import { Backoff, type BackoffOptions } from "./backoff.js";
 
@@ -167,17 +167,14 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     if (this.stopped) return;
     const address = this.opts.addresses[this.addressIndex % this.opts.addresses.length] as string;
     this.client?.close();
-    this.client = createGrpcClient(
-      DiscoveryService,
-      address,
-      grpc.credentials.createSsl(Buffer.from(this.opts.caPem)),
-      {
-        "grpc.keepalive_time_ms": this.opts.keepaliveMs ?? 10_000,
-        "grpc.keepalive_timeout_ms": this.opts.keepaliveTimeoutMs ?? 5_000,
-        "grpc.keepalive_permit_without_calls": 1,
-        "grpc.initial_reconnect_backoff_ms": 100,
-      },
-    );
+    const channel = controlPlaneChannel(address, this.opts.caPem);
+    this.client = createGrpcClient(DiscoveryService, address, channel.credentials, {
+      ...channel.options,
+      "grpc.keepalive_time_ms": this.opts.keepaliveMs ?? 10_000,
+      "grpc.keepalive_timeout_ms": this.opts.keepaliveTimeoutMs ?? 5_000,
+      "grpc.keepalive_permit_without_calls": 1,
+      "grpc.initial_reconnect_backoff_ms": 100,
+    });
     const call = this.client.discover();
     this.call = call;
     let welcomed = false;
@@ -318,13 +315,21 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     if (this.call !== call) return;
     this.call?.cancel();
     this.call = undefined;
-    const wasConnected = this.connectedNow;
     this.connectedNow = false;
-    if (wasConnected || delayMs !== undefined) this.emit("disconnected", err);
+    // Every stream end is reported, including attempts refused before `welcome` (bad credential).
+    this.emit("disconnected", err);
     if (this.stopped) return;
     const delay = delayMs ?? this.backoff.next();
     this.retryTimer = setTimeout(() => this.connect(), delay);
     this.retryTimer.unref();
+  }
+
+  /**
+   * Sends a raw Subscription request as is (diagnostics and protocol tests: e.g. a stale nonce).
+   * Ordinary use goes through subscribe/unsubscribe, which keep the client's state consistent.
+   */
+  sendRaw(subscription: MessageInitShape<typeof SubscriptionSchema>): void {
+    this.send(subscription);
   }
 
   /** Removes the registration at once (clean shutdown), then closes. */

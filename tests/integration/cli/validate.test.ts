@@ -113,11 +113,27 @@ describe("trellis validate", () => {
     assert.match(r.stderr, /cannot read .*nope\.yaml/);
   });
 
-  it("lists only verbs that exist in --help", async () => {
+  it("lists only verbs that exist in --help, and each of them answers --help", async () => {
     const r = await run(["--help"]);
     assert.equal(r.code, 0);
     const section = r.stdout.split("Commands:")[1] ?? "";
-    const commands = [...section.matchAll(/^ {2}([a-z][\w-]*)/gm)].map((m) => m[1]);
-    assert.deepEqual(commands, ["validate", "help"]);
+    const commands = [...section.matchAll(/^ {2}([a-z][\w-]*)/gm)].map((m) => m[1] as string);
+    assert.deepEqual(commands.sort(), [
+      "analyze",
+      "apply",
+      "control-plane",
+      "delete",
+      "get",
+      "help",
+      "proxy-config",
+      "status",
+      "token",
+      "validate",
+    ]);
+    for (const c of commands.filter((x) => x !== "help")) {
+      const h = await run([c, "--help"]);
+      assert.equal(h.code, 0, `trellis ${c} --help: ${h.stderr}`);
+      assert.match(h.stdout, new RegExp(`^Usage: trellis ${c}`, "m"));
+    }
   });
 });

@@ -16,9 +16,10 @@ import { bearerAuthorization } from "@trellis/control-plane/security/admin-auth"
 import { createEmbeddedStore } from "@trellis/control-plane/store/embedded-store";
 import { POLICY_PREFIX, policyKey, proxyKey, statusKey } from "@trellis/control-plane/store/keys";
 import type { Store, TxnOp } from "@trellis/control-plane/store/store";
+import { durationFromMs } from "@trellis/proto/duration";
 import {
-  type ApplyResponse,
   ApplyAction,
+  type ApplyResponse,
   type Policy,
   ProxyRecordSchema,
   ProxyResourceSchema,
@@ -28,7 +29,11 @@ import {
   ValidationErrorsSchema,
 } from "@trellis/proto/gen/trellis/v1/admin_pb";
 import type { Metadata, ProxyRollout } from "@trellis/proto/gen/trellis/v1/common_pb";
-import { PolicyStatusSchema, ProxyRolloutSchema, RejectionReasonSchema } from "@trellis/proto/gen/trellis/v1/common_pb";
+import {
+  PolicyStatusSchema,
+  ProxyRolloutSchema,
+  RejectionReasonSchema,
+} from "@trellis/proto/gen/trellis/v1/common_pb";
 import { type HTTPRoute, RetryPolicySchema } from "@trellis/proto/gen/trellis/v1/http_route_pb";
 import { WorkloadSchema } from "@trellis/proto/gen/trellis/v1/workload_pb";
 import { fromPolicy, toPolicy } from "@trellis/proto/kinds";
@@ -65,14 +70,14 @@ metadata: { name: orders, namespace: shop }
 spec: { ports: [ { port: 8080, protocol: http } ] }
 `;
 
-/** A grpc-js-like unary call with metadata; resolves the response or rejects with the status error. */
+/** A grpc-js-like unary call with metadata (`auth` null: no authorization at all); resolves the response or rejects with the status error. */
 function invoke<Req, Res>(
   handler: grpc.handleUnaryCall<Req, Res>,
   request: Req,
-  auth: string | undefined = bearerAuthorization(TOKEN),
+  auth: string | null = bearerAuthorization(TOKEN),
 ): Promise<Res> {
   const metadata = new grpc.Metadata();
-  if (auth !== undefined) metadata.set("authorization", auth);
+  if (auth !== null) metadata.set("authorization", auth);
   const call = { request, metadata } as unknown as grpc.ServerUnaryCall<Req, Res>;
   return new Promise((resolve, reject) => {
     handler(call, (err, value) => {
@@ -124,7 +129,11 @@ describe("admin service", () => {
       now: () => clock,
       createJoinToken: async (ns, sa, ttlMs) => {
         tokenCalls.push([ns, sa, ttlMs]);
-        return { token: "trellis-join.0011223344556677.secret", tokenId: "0011223344556677", expiresAt: new Date(clock.getTime() + ttlMs) };
+        return {
+          token: "trellis-join.0011223344556677.secret",
+          tokenId: "0011223344556677",
+          expiresAt: new Date(clock.getTime() + ttlMs),
+        };
       },
     });
   }
@@ -142,7 +151,7 @@ describe("admin service", () => {
 
   describe("authentication", () => {
     for (const [what, auth] of [
-      ["no token", undefined],
+      ["no token", null],
       ["a wrong token", bearerAuthorization("trellis-admin.wrong")],
       ["a token without the Bearer scheme", TOKEN],
     ] as const) {
@@ -151,7 +160,10 @@ describe("admin service", () => {
           invoke(impl.apply, { policies: policies(ROUTE), dryRun: false } as never, auth),
           status(grpc.status.UNAUTHENTICATED, /admin token/),
         );
-        await assert.rejects(invoke(impl.list, { kind: "", namespace: "" } as never, auth), status(grpc.status.UNAUTHENTICATED));
+        await assert.rejects(
+          invoke(impl.list, { kind: "", namespace: "" } as never, auth),
+          status(grpc.status.UNAUTHENTICATED),
+        );
         assert.deepEqual(await stored(), []);
       });
     }
@@ -159,7 +171,10 @@ describe("admin service", () => {
 
   describe("apply", () => {
     it("creates, then reports unchanged without writing, then configured with generation + 1", async () => {
-      const first = await invoke(impl.apply, { policies: policies(ROUTE + "---\n" + PEER_AUTH), dryRun: false } as never);
+      const first = await invoke(impl.apply, {
+        policies: policies(`${ROUTE}---\n${PEER_AUTH}`),
+        dryRun: false,
+      } as never);
       assert.deepEqual(actions(first), [
         "HTTPRoute/shop/orders CREATED",
         "PeerAuthentication/default/strict CREATED", // namespace defaulted
@@ -172,17 +187,26 @@ describe("admin service", () => {
       assert.equal(md1.creationTime?.seconds, BigInt(Date.parse("2026-03-01T10:00:00Z") / 1000));
 
       const revBefore = await store.revision();
-      const again = await invoke(impl.apply, { policies: policies(ROUTE + "---\n" + PEER_AUTH), dryRun: false } as never);
-      assert.deepEqual(actions(again), ["HTTPRoute/shop/orders UNCHANGED", "PeerAuthentication/default/strict UNCHANGED"]);
+      const again = await invoke(impl.apply, {
+        policies: policies(`${ROUTE}---\n${PEER_AUTH}`),
+        dryRun: false,
+      } as never);
+      assert.deepEqual(actions(again), [
+        "HTTPRoute/shop/orders UNCHANGED",
+        "PeerAuthentication/default/strict UNCHANGED",
+      ]);
       assert.equal(again.results[0]?.resourceVersion, rv, "unchanged keeps its version");
       assert.equal(await store.revision(), revBefore, "an unchanged apply writes nothing");
 
       clock = new Date("2026-03-02T10:00:00Z");
       const changed = await invoke(impl.apply, {
-        policies: policies(ROUTE.replace("orders-v1", "orders-v2") + "---\n" + PEER_AUTH),
+        policies: policies(`${ROUTE.replace("orders-v1", "orders-v2")}---\n${PEER_AUTH}`),
         dryRun: false,
       } as never);
-      assert.deepEqual(actions(changed), ["HTTPRoute/shop/orders CONFIGURED", "PeerAuthentication/default/strict UNCHANGED"]);
+      assert.deepEqual(actions(changed), [
+        "HTTPRoute/shop/orders CONFIGURED",
+        "PeerAuthentication/default/strict UNCHANGED",
+      ]);
       const md2 = await getMetadata("HTTPRoute", "shop", "orders");
       assert.equal(md2.generation, 2n);
       assert.deepEqual(md2.creationTime, md1.creationTime, "creationTime is kept");
@@ -190,7 +214,10 @@ describe("admin service", () => {
       assert.notEqual(md2.resourceVersion, rv);
 
       // Labels only: configured, but the spec (and so the generation) did not change.
-      const relabelled = await invoke(impl.apply, { policies: policies(ROUTE.replace("team: a", "team: b").replace("orders-v1", "orders-v2")), dryRun: false } as never);
+      const relabelled = await invoke(impl.apply, {
+        policies: policies(ROUTE.replace("team: a", "team: b").replace("orders-v1", "orders-v2")),
+        dryRun: false,
+      } as never);
       assert.deepEqual(actions(relabelled), ["HTTPRoute/shop/orders CONFIGURED"]);
       const md3 = await getMetadata("HTTPRoute", "shop", "orders");
       assert.equal(md3.generation, 2n);
@@ -213,18 +240,26 @@ describe("admin service", () => {
     });
 
     it("is all or nothing: one invalid document refuses the whole request, naming it", async () => {
-      const good = policies(ROUTE + "---\n" + PEER_AUTH);
+      const good = policies(`${ROUTE}---\n${PEER_AUTH}`);
       const [bad] = policies(ROUTE.replace("name: orders, namespace: shop", "name: broken, namespace: shop"));
       assert.ok(bad);
       const rule = (bad.kind.value as HTTPRoute).spec?.rules[0];
       assert.ok(rule);
       rule.retry = create(RetryPolicySchema, { attempts: 11 });
       let trailer: Buffer | undefined;
-      await assert.rejects(invoke(impl.apply, { policies: [...good, bad], dryRun: false } as never), (err) => {
-        status(grpc.status.INVALID_ARGUMENT, /nothing was applied.*policies\[2\] HTTPRoute shop\/broken: spec\.rules\[0\]\.retry\.attempts: /)(err);
-        trailer = (err as grpc.ServiceError).metadata.get(VALIDATION_ERRORS_METADATA_KEY)[0] as Buffer | undefined;
-        return true;
-      });
+      await assert.rejects(
+        invoke(impl.apply, { policies: [...good, bad], dryRun: false } as never),
+        (err) => {
+          status(
+            grpc.status.INVALID_ARGUMENT,
+            /nothing was applied.*policies\[2\] HTTPRoute shop\/broken: spec\.rules\[0\]\.retry\.attempts: /,
+          )(err);
+          trailer = (err as grpc.ServiceError).metadata.get(VALIDATION_ERRORS_METADATA_KEY)[0] as
+            | Buffer
+            | undefined;
+          return true;
+        },
+      );
       assert.deepEqual(await stored(), [], "nothing was stored");
       assert.ok(trailer, "the errors travel in a trailer too");
       const errors = fromBinary(ValidationErrorsSchema, trailer).errors;
@@ -252,15 +287,25 @@ describe("admin service", () => {
       const created = await invoke(impl.apply, { policies: policies(ROUTE), dryRun: false } as never);
       const rv = created.results[0]?.resourceVersion ?? "";
       // Someone else changes it.
-      await invoke(impl.apply, { policies: policies(ROUTE.replace("orders-v1", "orders-v3")), dryRun: false } as never);
+      await invoke(impl.apply, {
+        policies: policies(ROUTE.replace("orders-v1", "orders-v3")),
+        dryRun: false,
+      } as never);
       const [stale] = policies(ROUTE.replace("orders-v1", "orders-v2"));
       assert.ok(stale?.kind.value?.metadata);
       stale.kind.value.metadata.resourceVersion = rv;
       await assert.rejects(
         invoke(impl.apply, { policies: [stale, ...policies(PEER_AUTH)], dryRun: false } as never),
-        status(grpc.status.ABORTED, /HTTPRoute shop\/orders: resourceVersion \d+ is stale.*nothing was applied/),
+        status(
+          grpc.status.ABORTED,
+          /HTTPRoute shop\/orders: resourceVersion \d+ is stale.*nothing was applied/,
+        ),
       );
-      assert.deepEqual(await stored(), [policyKey("HTTPRoute", "shop", "orders")], "the other policy was not applied either");
+      assert.deepEqual(
+        await stored(),
+        [policyKey("HTTPRoute", "shop", "orders")],
+        "the other policy was not applied either",
+      );
 
       // The current version is accepted.
       const current = await getMetadata("HTTPRoute", "shop", "orders");
@@ -279,7 +324,10 @@ describe("admin service", () => {
       };
       const raced = serviceOver(racing);
       await assert.rejects(
-        invoke(raced.apply, { policies: policies(ROUTE.replace("orders-v1", "orders-v2") + "---\n" + PEER_AUTH), dryRun: false } as never),
+        invoke(raced.apply, {
+          policies: policies(`${ROUTE.replace("orders-v1", "orders-v2")}---\n${PEER_AUTH}`),
+          dryRun: false,
+        } as never),
         status(grpc.status.ABORTED, /changed while applying; nothing was applied, retry/),
       );
       assert.equal(await store.get(policyKey("PeerAuthentication", "default", "strict")), undefined);
@@ -294,12 +342,23 @@ describe("admin service", () => {
           applied,
           rejected,
           reasons:
-            rejected > 0 ? [create(RejectionReasonSchema, { reason: "unsupported", count: rejected, proxies })] : [],
+            rejected > 0
+              ? [create(RejectionReasonSchema, { reason: "unsupported", count: rejected, proxies })]
+              : [],
         });
-      await store.put(statusKey("replica-a", "HTTPRoute", "shop", "orders"), toBinary(ProxyRolloutSchema, rollout(3, 1, ["p1"])));
-      await store.put(statusKey("replica-b", "HTTPRoute", "shop", "orders"), toBinary(ProxyRolloutSchema, rollout(2, 2, ["p2", "p3"])));
+      await store.put(
+        statusKey("replica-a", "HTTPRoute", "shop", "orders"),
+        toBinary(ProxyRolloutSchema, rollout(3, 1, ["p1"])),
+      );
+      await store.put(
+        statusKey("replica-b", "HTTPRoute", "shop", "orders"),
+        toBinary(ProxyRolloutSchema, rollout(2, 2, ["p2", "p3"])),
+      );
       // Another policy's status must not leak in.
-      await store.put(statusKey("replica-b", "HTTPRoute", "shop", "other"), toBinary(ProxyRolloutSchema, rollout(7, 0, [])));
+      await store.put(
+        statusKey("replica-b", "HTTPRoute", "shop", "other"),
+        toBinary(ProxyRolloutSchema, rollout(7, 0, [])),
+      );
 
       const res = await invoke(impl.get, { kind: "httproutes", namespace: "shop", name: "orders" } as never);
       const route = res.policy?.kind.value as HTTPRoute;
@@ -329,7 +388,10 @@ describe("admin service", () => {
     });
 
     it("list filters by kind (alias) and namespace; empty means all", async () => {
-      await invoke(impl.apply, { policies: policies(`${ROUTE}---\n${PEER_AUTH}---\n${SERVICE}`), dryRun: false } as never);
+      await invoke(impl.apply, {
+        policies: policies(`${ROUTE}---\n${PEER_AUTH}---\n${SERVICE}`),
+        dryRun: false,
+      } as never);
       const names = async (kind: string, namespace: string): Promise<string[]> => {
         const res = await invoke(impl.list, { kind, namespace } as never);
         return res.policies.map((p) => {
@@ -337,7 +399,11 @@ describe("admin service", () => {
           return `${d?.info.kind}/${d?.message.metadata?.namespace}/${d?.message.metadata?.name}`;
         });
       };
-      assert.deepEqual(await names("", ""), ["Service/shop/orders", "HTTPRoute/shop/orders", "PeerAuthentication/default/strict"]);
+      assert.deepEqual(await names("", ""), [
+        "Service/shop/orders",
+        "HTTPRoute/shop/orders",
+        "PeerAuthentication/default/strict",
+      ]);
       assert.deepEqual(await names("", "shop"), ["Service/shop/orders", "HTTPRoute/shop/orders"]);
       assert.deepEqual(await names("routes", ""), ["HTTPRoute/shop/orders"]);
       assert.deepEqual(await names("pa", "shop"), []);
@@ -348,33 +414,63 @@ describe("admin service", () => {
     it("deletes, then NOT_FOUND; a stale resourceVersion is a CONFLICT", async () => {
       const created = await invoke(impl.apply, { policies: policies(ROUTE), dryRun: false } as never);
       const rv = created.results[0]?.resourceVersion ?? "";
-      await invoke(impl.apply, { policies: policies(ROUTE.replace("orders-v1", "orders-v2")), dryRun: false } as never);
+      await invoke(impl.apply, {
+        policies: policies(ROUTE.replace("orders-v1", "orders-v2")),
+        dryRun: false,
+      } as never);
       await assert.rejects(
-        invoke(impl.delete, { kind: "HTTPRoute", namespace: "shop", name: "orders", resourceVersion: rv } as never),
+        invoke(impl.delete, {
+          kind: "HTTPRoute",
+          namespace: "shop",
+          name: "orders",
+          resourceVersion: rv,
+        } as never),
         status(grpc.status.ABORTED, /stale/),
       );
       assert.equal((await stored()).length, 1);
-      const res = await invoke(impl.delete, { kind: "route", namespace: "shop", name: "orders", resourceVersion: "" } as never);
+      const res = await invoke(impl.delete, {
+        kind: "route",
+        namespace: "shop",
+        name: "orders",
+        resourceVersion: "",
+      } as never);
       assert.equal(res.deleted, true);
       assert.deepEqual(await stored(), []);
       await assert.rejects(
-        invoke(impl.delete, { kind: "HTTPRoute", namespace: "shop", name: "orders", resourceVersion: "" } as never),
+        invoke(impl.delete, {
+          kind: "HTTPRoute",
+          namespace: "shop",
+          name: "orders",
+          resourceVersion: "",
+        } as never),
         status(grpc.status.NOT_FOUND, /HTTPRoute shop\/orders not found/),
       );
     });
   });
 
   describe("status and proxy-config", () => {
-    async function record(replica: string, proxyId: string, namespace: string, connectedSec: number): Promise<void> {
+    async function record(
+      replica: string,
+      proxyId: string,
+      namespace: string,
+      connectedSec: number,
+    ): Promise<void> {
       const rec = create(ProxyRecordSchema, {
         status: create(ProxyStatusSchema, {
           workload: create(WorkloadSchema, { proxyId, namespace, service: "orders", address: "127.0.0.1" }),
           connected: true,
           connectedSince: { seconds: BigInt(connectedSec) },
-          types: [create(TypeStatusSchema, { typeUrl: TypeUrl.ROUTE, version: "v1", state: SyncState.ACKED })],
+          types: [
+            create(TypeStatusSchema, { typeUrl: TypeUrl.ROUTE, version: "v1", state: SyncState.ACKED }),
+          ],
         }),
         resources: [
-          create(ProxyResourceSchema, { typeUrl: TypeUrl.ROUTE, name: "orders.shop", version: `${replica}-1`, state: SyncState.ACKED }),
+          create(ProxyResourceSchema, {
+            typeUrl: TypeUrl.ROUTE,
+            name: "orders.shop",
+            version: `${replica}-1`,
+            state: SyncState.ACKED,
+          }),
           create(ProxyResourceSchema, {
             typeUrl: TypeUrl.CLUSTER,
             name: "orders.shop:8080",
@@ -391,9 +487,7 @@ describe("admin service", () => {
       await record("replica-a", "orders-1", "shop", 100);
       await record("replica-b", "web/1", "front", 100);
       const all = await invoke(impl.status, { namespace: "" } as never);
-      const ids = all.proxies.map(
-        (p) => `${p.workload?.proxyId}@${p.workload?.replica}`,
-      );
+      const ids = all.proxies.map((p) => `${p.workload?.proxyId}@${p.workload?.replica}`);
       assert.deepEqual(ids, ["web/1@replica-b", "orders-1@replica-a"]);
       const shop = await invoke(impl.status, { namespace: "shop" } as never);
       assert.equal(shop.proxies.length, 1);
@@ -409,9 +503,18 @@ describe("admin service", () => {
         ["orders.shop@replica-b-1", "orders.shop:8080@replica-b-1"],
       );
       const routes = await invoke(impl.proxyConfig, { proxyId: "orders-1", type: "routes" } as never);
-      assert.deepEqual(routes.resources.map((r) => r.name), ["orders.shop"]);
-      const clusters = await invoke(impl.proxyConfig, { proxyId: "orders-1", type: TypeUrl.CLUSTER } as never);
-      assert.deepEqual(clusters.resources.map((r) => r.error), ["bad cluster"]);
+      assert.deepEqual(
+        routes.resources.map((r) => r.name),
+        ["orders.shop"],
+      );
+      const clusters = await invoke(impl.proxyConfig, {
+        proxyId: "orders-1",
+        type: TypeUrl.CLUSTER,
+      } as never);
+      assert.deepEqual(
+        clusters.resources.map((r) => r.error),
+        ["bad cluster"],
+      );
       await assert.rejects(
         invoke(impl.proxyConfig, { proxyId: "orders-1", type: "gizmos" } as never),
         status(grpc.status.INVALID_ARGUMENT, /unknown resource type "gizmos"/),
@@ -435,7 +538,14 @@ describe("admin service", () => {
             new Map([
               [
                 "shop/orders",
-                { info: parsed.info, namespace: "shop", name: "orders", message: parsed.message, revision: 1, createRevision: 1 },
+                {
+                  info: parsed.info,
+                  namespace: "shop",
+                  name: "orders",
+                  message: parsed.message,
+                  revision: 1,
+                  createRevision: 1,
+                },
               ],
             ]),
           ],
@@ -457,10 +567,7 @@ describe("admin service", () => {
       const res = await invoke(impl.createToken, { namespace: "shop", serviceAccount: "orders" } as never);
       assert.deepEqual(tokenCalls, [["shop", "orders", 24 * 3600 * 1000]]);
       assert.equal(res.token, "trellis-join.0011223344556677.secret");
-      assert.equal(
-        res.expiresAt?.seconds,
-        BigInt((clock.getTime() + 24 * 3600 * 1000) / 1000),
-      );
+      assert.equal(res.expiresAt?.seconds, BigInt((clock.getTime() + 24 * 3600 * 1000) / 1000));
       await assert.rejects(
         invoke(impl.createToken, { namespace: "", serviceAccount: "orders" } as never),
         status(grpc.status.INVALID_ARGUMENT, /namespace is required/),
@@ -469,7 +576,11 @@ describe("admin service", () => {
 
     it("without an injected token maker, makes real join tokens in the store", async () => {
       const real = createAdminService({ store, model: () => model, adminToken: TOKEN });
-      const res = await invoke(real.createToken, { namespace: "shop", serviceAccount: "orders", ttl: { seconds: 60n } } as never);
+      const res = await invoke(real.createToken, {
+        namespace: "shop",
+        serviceAccount: "orders",
+        ttl: durationFromMs(60_000),
+      } as never);
       assert.match(res.token, /^trellis-join\.[0-9a-f]{16}\./);
       assert.ok(await store.get(`/trellis/v1/security/join-tokens/${res.tokenId}`));
     });
