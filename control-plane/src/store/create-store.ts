@@ -47,12 +47,21 @@ export interface CreatedStore {
  * CONFIG if the directory is unusable or in use by another process.
  */
 export async function createStore(options: CreateStoreOptions = {}): Promise<CreatedStore> {
-  const watch = pick(options, ["reconcileIntervalMs", "watchRetryMinMs", "watchRetryMaxMs", "watchBufferRevisions", "clock"]);
+  const watch = pick(options, [
+    "reconcileIntervalMs",
+    "watchRetryMinMs",
+    "watchRetryMaxMs",
+    "watchBufferRevisions",
+    "clock",
+  ]);
   const endpoints = (options.etcd ?? []).map((e) => e.trim()).filter((e) => e !== "");
   if (endpoints.length > 0) {
     for (const e of endpoints) {
       if (!/^https?:\/\/[^/\s]+$/.test(e)) {
-        throw new TrellisError(ErrorCode.CONFIG, `etcd endpoint ${JSON.stringify(e)} is not http(s)://host:port`);
+        throw new TrellisError(
+          ErrorCode.CONFIG,
+          `etcd endpoint ${JSON.stringify(e)} is not http(s)://host:port`,
+        );
       }
     }
     const store = createEtcdStore({
@@ -79,7 +88,10 @@ export async function createStore(options: CreateStoreOptions = {}): Promise<Cre
 }
 
 /** The listed options that are set (exactOptionalPropertyTypes: never copy an explicit undefined). */
-function pick<K extends keyof CreateStoreOptions>(options: CreateStoreOptions, keys: readonly K[]): Pick<CreateStoreOptions, K> {
+function pick<K extends keyof CreateStoreOptions>(
+  options: CreateStoreOptions,
+  keys: readonly K[],
+): Pick<CreateStoreOptions, K> {
   const out: Partial<Pick<CreateStoreOptions, K>> = {};
   for (const k of keys) if (options[k] !== undefined) out[k] = options[k];
   return out as Pick<CreateStoreOptions, K>;

@@ -83,7 +83,8 @@ export class WriteAheadLog<R, S> {
   /** Appends one record; resolves once it is durable. After an I/O failure every append rejects. */
   append(record: R): Promise<void> {
     if (this.failure !== undefined) return Promise.reject(this.failure);
-    if (this.closed) return Promise.reject(new TrellisError(ErrorCode.CANCELLED, "embedded store log is closed"));
+    if (this.closed)
+      return Promise.reject(new TrellisError(ErrorCode.CANCELLED, "embedded store log is closed"));
     const line = `${JSON.stringify({ seq: ++this.seq, r: record })}\n`;
     return new Promise<void>((resolve, reject) => {
       this.pending.push({ line, resolve, reject });
@@ -114,9 +115,13 @@ export class WriteAheadLog<R, S> {
         if (this.sinceSnapshot >= this.options.snapshotEveryRecords) await this.writeSnapshot();
         for (const p of batch) p.resolve();
       } catch (err) {
-        this.failure ??= new TrellisError(ErrorCode.UNAVAILABLE, `embedded store: writing ${this.dir} failed: ${String(err)}`, {
-          cause: err,
-        });
+        this.failure ??= new TrellisError(
+          ErrorCode.UNAVAILABLE,
+          `embedded store: writing ${this.dir} failed: ${String(err)}`,
+          {
+            cause: err,
+          },
+        );
         for (const p of batch) p.reject(this.failure);
       }
     }
@@ -161,7 +166,10 @@ async function readSnapshot<S>(dir: string): Promise<{ seq: number; snapshot: S 
     if (typeof parsed.seq !== "number") throw new Error("no seq");
     return { seq: parsed.seq, snapshot: parsed.s };
   } catch (err) {
-    throw new TrellisError(ErrorCode.CONFIG, `embedded store: ${join(dir, SNAPSHOT)} is corrupt: ${String(err)}`);
+    throw new TrellisError(
+      ErrorCode.CONFIG,
+      `embedded store: ${join(dir, SNAPSHOT)} is corrupt: ${String(err)}`,
+    );
   }
 }
 
@@ -173,7 +181,8 @@ async function readLog<R>(
   try {
     buf = await readFile(join(dir, WAL));
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { records: [], lastSeq: 0, goodBytes: 0, torn: false };
+    if ((err as NodeJS.ErrnoException).code === "ENOENT")
+      return { records: [], lastSeq: 0, goodBytes: 0, torn: false };
     throw err;
   }
   const records: R[] = [];
@@ -190,7 +199,10 @@ async function readLog<R>(
       entry = JSON.parse(text) as { seq: number; r: R };
       if (typeof entry.seq !== "number") throw new Error("no seq");
     } catch (err) {
-      throw new TrellisError(ErrorCode.CONFIG, `embedded store: ${join(dir, WAL)} line ${lineNo} is corrupt: ${String(err)}`);
+      throw new TrellisError(
+        ErrorCode.CONFIG,
+        `embedded store: ${join(dir, WAL)} line ${lineNo} is corrupt: ${String(err)}`,
+      );
     }
     lastSeq = entry.seq;
     if (entry.seq > afterSeq) records.push(entry.r);

@@ -94,11 +94,18 @@ interface LiveLease {
 }
 
 /** A change to apply at one revision. */
-type Change = { type: "put"; key: string; value: Uint8Array; lease?: LeaseId } | { type: "delete"; key: string };
+type Change =
+  | { type: "put"; key: string; value: Uint8Array; lease?: LeaseId }
+  | { type: "delete"; key: string };
 
 /** Log records (embedded-log.ts stores them as JSON). Values are base64. */
 type LogRecord =
-  | { t: "rev"; rev: number; ops: Array<{ put: string; v: string; lease?: string } | { del: string }>; endLeases?: string[] }
+  | {
+      t: "rev";
+      rev: number;
+      ops: Array<{ put: string; v: string; lease?: string } | { del: string }>;
+      endLeases?: string[];
+    }
   | { t: "grant"; id: string; ttl: number }
   | { t: "endLease"; id: string };
 
@@ -202,7 +209,11 @@ export class EmbeddedStore implements Store {
     return true;
   }
 
-  async txn(compares: readonly Compare[], success: readonly TxnOp[], failure: readonly TxnOp[] = []): Promise<TxnResult> {
+  async txn(
+    compares: readonly Compare[],
+    success: readonly TxnOp[],
+    failure: readonly TxnOp[] = [],
+  ): Promise<TxnResult> {
     this.check();
     const succeeded = compares.every((c) => (this.kvs.get(c.key)?.modRevision ?? 0) === c.modRevision);
     const changes = this.expand(succeeded ? success : failure);
@@ -211,7 +222,11 @@ export class EmbeddedStore implements Store {
     return { succeeded, revision };
   }
 
-  watch(prefix: string, options: WatchOptions, onEvents: (events: WatchEvent[]) => void | Promise<void>): Watcher {
+  watch(
+    prefix: string,
+    options: WatchOptions,
+    onEvents: (events: WatchEvent[]) => void | Promise<void>,
+  ): Watcher {
     this.check();
     const inner = startResumableWatch(
       this.source,
@@ -234,7 +249,10 @@ export class EmbeddedStore implements Store {
   async grantLease(ttlSeconds: number): Promise<Lease> {
     this.check();
     if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) {
-      throw new TrellisError(ErrorCode.INVALID_ARGUMENT, `lease TTL must be a whole number of seconds ≥ 1, got ${ttlSeconds}`);
+      throw new TrellisError(
+        ErrorCode.INVALID_ARGUMENT,
+        `lease TTL must be a whole number of seconds ≥ 1, got ${ttlSeconds}`,
+      );
     }
     const id = String(this.nextLeaseId++);
     const lease: LiveLease = { ttlSeconds, keys: new Set(), timer: undefined };
@@ -247,7 +265,8 @@ export class EmbeddedStore implements Store {
   async keepAlive(id: LeaseId): Promise<number> {
     this.check();
     const lease = this.leases.get(id);
-    if (lease === undefined) throw new TrellisError(ErrorCode.NOT_FOUND, `lease ${id} has expired or was revoked`);
+    if (lease === undefined)
+      throw new TrellisError(ErrorCode.NOT_FOUND, `lease ${id} has expired or was revoked`);
     // Not logged: after a restart every lease gets its full TTL anyway.
     this.armLease(id, lease);
     return lease.ttlSeconds;
@@ -557,7 +576,12 @@ function duplicateKey(key: string): TrellisError {
 }
 
 function toKeyValue(key: string, e: Entry): KeyValue {
-  const kv: KeyValue = { key, value: e.value.slice(), createRevision: e.createRevision, modRevision: e.modRevision };
+  const kv: KeyValue = {
+    key,
+    value: e.value.slice(),
+    createRevision: e.createRevision,
+    modRevision: e.modRevision,
+  };
   if (e.lease !== undefined) kv.lease = e.lease;
   return kv;
 }

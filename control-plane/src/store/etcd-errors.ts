@@ -38,12 +38,15 @@ export function etcdError(err: unknown, what: string): TrellisError {
 
 function codeOf(err: unknown): ErrorCode {
   if (err instanceof EtcdLeaseInvalidError || grpcCode(err) === GRPC_NOT_FOUND) return ErrorCode.NOT_FOUND;
-  if (err instanceof GRPCDeadlineExceededError || grpcCode(err) === GRPC_DEADLINE_EXCEEDED) return ErrorCode.TIMEOUT;
+  if (err instanceof GRPCDeadlineExceededError || grpcCode(err) === GRPC_DEADLINE_EXCEEDED)
+    return ErrorCode.TIMEOUT;
   if (isUnavailable(err)) return ErrorCode.UNAVAILABLE;
   if (err instanceof ClientClosedError) return ErrorCode.CANCELLED;
   if (err instanceof GRPCCancelledError || grpcCode(err) === GRPC_CANCELLED) return ErrorCode.CANCELLED;
-  if (err instanceof GRPCInvalidArgumentError || grpcCode(err) === GRPC_INVALID_ARGUMENT) return ErrorCode.INVALID_ARGUMENT;
-  if (err instanceof GRPCOutOfRangeError || grpcCode(err) === GRPC_OUT_OF_RANGE) return ErrorCode.INVALID_ARGUMENT;
+  if (err instanceof GRPCInvalidArgumentError || grpcCode(err) === GRPC_INVALID_ARGUMENT)
+    return ErrorCode.INVALID_ARGUMENT;
+  if (err instanceof GRPCOutOfRangeError || grpcCode(err) === GRPC_OUT_OF_RANGE)
+    return ErrorCode.INVALID_ARGUMENT;
   return ErrorCode.INTERNAL;
 }
 
@@ -58,7 +61,10 @@ function isUnavailable(err: unknown): boolean {
   }
   const code = grpcCode(err);
   return (
-    code === GRPC_UNAVAILABLE || code === GRPC_RESOURCE_EXHAUSTED || code === GRPC_INTERNAL || code === GRPC_UNKNOWN
+    code === GRPC_UNAVAILABLE ||
+    code === GRPC_RESOURCE_EXHAUSTED ||
+    code === GRPC_INTERNAL ||
+    code === GRPC_UNKNOWN
   );
 }
 

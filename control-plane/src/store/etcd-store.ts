@@ -89,7 +89,9 @@ export class EtcdStore implements Store {
     if (options.endpoints.length === 0) {
       throw new TrellisError(ErrorCode.CONFIG, "etcd store: no endpoints");
     }
-    this.client = createEtcdClient(options.endpoints, { keepaliveMs: Math.max(5000, options.keepaliveMs ?? 10_000) });
+    this.client = createEtcdClient(options.endpoints, {
+      keepaliveMs: Math.max(5000, options.keepaliveMs ?? 10_000),
+    });
     this.calls = {
       timeoutMs: positive(options.requestTimeoutMs, 5000),
       retryMinMs: positive(options.retryMinMs, 50),
@@ -120,15 +122,30 @@ export class EtcdStore implements Store {
 
   async list(prefix: string): Promise<ListResult> {
     return this.call("list", async (deadline) => {
-      const items: KeyValue[] = [];
-      const revision = await this.rangePages(prefix, 0, false, deadline, (kv) => items.push(fromEtcdKv(kv)));
-      return { items, revision };
+      for (let attempt = 1; ; attempt++) {
+        const items: KeyValue[] = [];
+        try {
+          const revision = await this.rangePages(prefix, 0, false, deadline, (kv) =>
+            items.push(fromEtcdKv(kv)),
+          );
+          return { items, revision };
+        } catch (err) {
+          // A compaction overtook a long paged read (its later pages are pinned to the first page's
+          // revision): start over at the current revision.
+          if (attempt >= 3 || !(err instanceof Error) || !err.message.includes(OUT_OF_RANGE_COMPACTED))
+            throw err;
+        }
+      }
     });
   }
 
   async put(key: string, value: Uint8Array, options: PutOptions = {}): Promise<number> {
     const lease = checkLease(options.lease);
-    const put = { key: Buffer.from(key), value: Buffer.from(value), ...(lease === undefined ? {} : { lease }) };
+    const put = {
+      key: Buffer.from(key),
+      value: Buffer.from(value),
+      ...(lease === undefined ? {} : { lease }),
+    };
     const expected = options.expectRevision;
     if (expected === undefined) {
       return this.call("put", async (deadline) => {
@@ -142,7 +159,12 @@ export class EtcdStore implements Store {
         // An earlier attempt's fate is unknown: find out before writing again.
         const now = await this.client.kv.range({ key: put.key }, { deadline });
         const cur = now.kvs[0] === undefined ? undefined : fromEtcdKv(now.kvs[0]);
-        if (cur !== undefined && cur.modRevision > expected && sameBytes(cur.value, value) && cur.lease === lease) {
+        if (
+          cur !== undefined &&
+          cur.modRevision > expected &&
+          sameBytes(cur.value, value) &&
+          cur.lease === lease
+        ) {
           return cur.modRevision; // it committed
         }
         if ((cur?.modRevision ?? 0) !== expected) throw conflict(key, expected, cur?.modRevision ?? 0);
@@ -203,7 +225,11 @@ export class EtcdStore implements Store {
     });
   }
 
-  async txn(compares: readonly Compare[], success: readonly TxnOp[], failure: readonly TxnOp[] = []): Promise<TxnResult> {
+  async txn(
+    compares: readonly Compare[],
+    success: readonly TxnOp[],
+    failure: readonly TxnOp[] = [],
+  ): Promise<TxnResult> {
     const request = {
       compare: compares.map((c) => modEquals(c.key, c.modRevision)),
       success: success.map(toRequestOp),
@@ -217,14 +243,26 @@ export class EtcdStore implements Store {
       this.calls,
       async (deadline) => {
         this.checkOpen();
-        const res = await this.client.kv.txn(request, { deadline });
-        return { succeeded: res.succeeded, revision: Number(res.header.revision) };
+        try {
+          const res = await this.client.kv.txn(request, { deadline });
+          return { succeeded: res.succeeded, revision: Number(res.header.revision) };
+        } catch (err) {
+          const e = etcdError(err, "txn");
+          if (compares.length === 0 || !isAmbiguous(e) || wasNotSent(e)) throw e;
+          throw new TrellisError(e.code, `${e.message} (outcome unknown: re-read before retrying)`, {
+            cause: err,
+          });
+        }
       },
       retryable,
     );
   }
 
-  watch(prefix: string, options: WatchOptions, onEvents: (events: WatchEvent[]) => void | Promise<void>): Watcher {
+  watch(
+    prefix: string,
+    options: WatchOptions,
+    onEvents: (events: WatchEvent[]) => void | Promise<void>,
+  ): Watcher {
     this.checkOpen();
     const inner = startResumableWatch(
       this.source,
@@ -246,7 +284,10 @@ export class EtcdStore implements Store {
 
   async grantLease(ttlSeconds: number): Promise<Lease> {
     if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) {
-      throw new TrellisError(ErrorCode.INVALID_ARGUMENT, `lease TTL must be a whole number of seconds ≥ 1, got ${ttlSeconds}`);
+      throw new TrellisError(
+        ErrorCode.INVALID_ARGUMENT,
+        `lease TTL must be a whole number of seconds ≥ 1, got ${ttlSeconds}`,
+      );
     }
     // A retried grant after a lost answer may leave an unused lease behind; it expires on its own.
     return this.call("grant lease", async (deadline) => {
@@ -328,7 +369,12 @@ export class EtcdStore implements Store {
     let at = revision;
     let start = range.key;
     for (;;) {
-      const req: IRangeRequest = { key: start, range_end: range.range_end, limit: this.pageSize, keys_only: keysOnly };
+      const req: IRangeRequest = {
+        key: start,
+        range_end: range.range_end,
+        limit: this.pageSize,
+        keys_only: keysOnly,
+      };
       if (at > 0) req.revision = at;
       const res = await this.client.kv.range(req, { deadline });
       if (at === 0) at = Number(res.header.revision);
@@ -358,7 +404,9 @@ export class EtcdStore implements Store {
       };
       stream.on("data", (res) => settle(() => resolve(Number(res.TTL))));
       stream.on("error", (err) => settle(() => reject(err)));
-      stream.on("end", () => settle(() => reject(new TrellisError(ErrorCode.UNAVAILABLE, "keepalive stream ended"))));
+      stream.on("end", () =>
+        settle(() => reject(new TrellisError(ErrorCode.UNAVAILABLE, "keepalive stream ended"))),
+      );
       stream.write({ ID: id });
     });
   }
@@ -368,7 +416,7 @@ export class EtcdStore implements Store {
     try {
       return await fn();
     } catch (err) {
-      const e = errorOf(err);
+      const e = etcdError(err, "call");
       if (isAmbiguous(e) && !wasNotSent(e)) onUnknownOutcome();
       throw err;
     }
@@ -392,10 +440,6 @@ export class EtcdStore implements Store {
   }
 }
 
-function errorOf(err: unknown): TrellisError {
-  return etcdError(err, "call");
-}
-
 function modEquals(key: string, modRevision: number): ICompare {
   return { key: Buffer.from(key), target: "Mod", result: "Equal", mod_revision: modRevision };
 }
@@ -405,7 +449,11 @@ function toRequestOp(op: TxnOp): IRequestOp {
     case "put": {
       const lease = checkLease(op.lease);
       return {
-        request_put: { key: Buffer.from(op.key), value: Buffer.from(op.value), ...(lease === undefined ? {} : { lease }) },
+        request_put: {
+          key: Buffer.from(op.key),
+          value: Buffer.from(op.value),
+          ...(lease === undefined ? {} : { lease }),
+        },
       };
     }
     case "delete":
@@ -417,7 +465,8 @@ function toRequestOp(op: TxnOp): IRequestOp {
 
 function checkLease(id: LeaseId | undefined): string | undefined {
   if (id === undefined) return undefined;
-  if (!isLeaseId(id)) throw new TrellisError(ErrorCode.INVALID_ARGUMENT, `not a lease id: ${JSON.stringify(id)}`);
+  if (!isLeaseId(id))
+    throw new TrellisError(ErrorCode.INVALID_ARGUMENT, `not a lease id: ${JSON.stringify(id)}`);
   return id;
 }
 
@@ -427,7 +476,9 @@ function conflict(key: string, expected: number, actual?: number): TrellisError 
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(
+    Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+  );
 }
 
 function positive(value: number | undefined, fallback: number): number {

@@ -48,7 +48,11 @@ export function openEtcdWatch(
         if (finished) return;
         // A start revision older than etcd's history: etcd answers "created", then cancels the watch
         // with the oldest revision it still has (sometimes both in one response).
-        if (res.compact_revision !== undefined && res.compact_revision !== "0" && res.compact_revision !== "") {
+        if (
+          res.compact_revision !== undefined &&
+          res.compact_revision !== "0" &&
+          res.compact_revision !== ""
+        ) {
           finish();
           handlers.compacted(Number(res.compact_revision));
           return;

@@ -67,7 +67,9 @@ type OnEvents = (events: WatchEvent[]) => void | Promise<void>;
 
 /**
  * Starts a resumable watch of `prefix` (see `WatchOptions` in store.ts for the contract) and returns
- * its handle. Never throws: trouble is retried and reported through `onWarning`.
+ * its handle. `fromRevision` ≤ 0 means "from now" (the consumer is taken to hold the current state).
+ * Never throws: trouble is retried and reported through `onWarning`. A callback that throws is
+ * reported there too; its batch counts as delivered (redelivering would loop on a poisoned batch).
  */
 export function startResumableWatch(
   source: WatchSource,
@@ -154,7 +156,10 @@ class ResumableWatch implements Watcher {
       this.delivered = now.revision;
       return;
     }
-    const baseline = fromRevision === 1 ? new Map<string, number>() : await this.source.keysAt(this.prefix, fromRevision - 1);
+    const baseline =
+      fromRevision === 1
+        ? new Map<string, number>()
+        : await this.source.keysAt(this.prefix, fromRevision - 1);
     if (baseline !== undefined) {
       this.resetSeen(baseline);
       this.delivered = fromRevision - 1;
@@ -195,7 +200,9 @@ class ResumableWatch implements Watcher {
         if (this.bufferedRevisions > this.options.bufferRevisions) {
           // A slow consumer: stop reading rather than buffer without bound. The loop reopens the
           // stream from the next undelivered revision once it has drained what is buffered.
-          this.warn(`watch of ${this.prefix}: consumer is behind by ${this.bufferedRevisions} revisions; pausing the stream`);
+          this.warn(
+            `watch of ${this.prefix}: consumer is behind by ${this.bufferedRevisions} revisions; pausing the stream`,
+          );
           this.abandonStream();
         }
       },
@@ -252,14 +259,18 @@ class ResumableWatch implements Watcher {
         return; // the loop reopens the stream from delivered + 1
       case "failed":
         this.abandonStream();
-        this.warn(`watch of ${this.prefix}: stream failed (${message(item.err)}); resuming from revision ${this.delivered + 1}`);
+        this.warn(
+          `watch of ${this.prefix}: stream failed (${message(item.err)}); resuming from revision ${this.delivered + 1}`,
+        );
         await sleep(this.options.clock, this.backoff(), this.stop.signal);
         return;
       case "reconcile":
         try {
           await this.deliverDifference(await this.source.list(this.prefix));
         } catch (err) {
-          this.warn(`watch of ${this.prefix}: periodic reconcile failed (${message(err)}); next one in ${this.options.reconcileIntervalMs} ms`);
+          this.warn(
+            `watch of ${this.prefix}: periodic reconcile failed (${message(err)}); next one in ${this.options.reconcileIntervalMs} ms`,
+          );
         }
         this.scheduleReconcile();
         return;

@@ -103,12 +103,20 @@ export interface Store {
   /** Deletes one key; returns whether it existed. */
   delete(key: string, options?: DeleteOptions): Promise<boolean>;
   /** If every compare holds, applies `success`, else `failure`; atomically. */
-  txn(compares: readonly Compare[], success: readonly TxnOp[], failure?: readonly TxnOp[]): Promise<TxnResult>;
+  txn(
+    compares: readonly Compare[],
+    success: readonly TxnOp[],
+    failure?: readonly TxnOp[],
+  ): Promise<TxnResult>;
   /**
    * Watches a prefix. `onEvents` receives each revision's events as one batch, in revision order;
    * it is not called again until its returned promise (if any) settles.
    */
-  watch(prefix: string, options: WatchOptions, onEvents: (events: WatchEvent[]) => void | Promise<void>): Watcher;
+  watch(
+    prefix: string,
+    options: WatchOptions,
+    onEvents: (events: WatchEvent[]) => void | Promise<void>,
+  ): Watcher;
   /** Grants a lease of at least `ttlSeconds` (whole seconds, ≥ 1). */
   grantLease(ttlSeconds: number): Promise<Lease>;
   /**

@@ -9,8 +9,8 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { setTimeout as delay } from "node:timers/promises";
 import { suite, test } from "node:test";
+import { setTimeout as delay } from "node:timers/promises";
 import {
   type KeyValue,
   type ListResult,
@@ -46,11 +46,24 @@ const v = textValue;
 
 /** Registers the conformance tests for `backend` ("etcd" / "embedded") in a suite of that name. */
 export function storeConformance(backend: string, factory: StoreFactory): void {
-  async function open(t: TestContext, options: ConformanceStoreOptions = {}): Promise<StoreUnderTest & { prefix: string }> {
+  /**
+   * A fresh store and key prefix for one test. `hold(rec, n)` stalls `rec`'s n-th callback until
+   * released; teardown releases every hold first, since closing waits for a callback in progress.
+   */
+  async function open(t: TestContext, options: ConformanceStoreOptions = {}) {
     const sut = await factory(options);
-    t.after(() => sut.store.close());
+    const holds: Array<() => void> = [];
+    t.after(async () => {
+      for (const release of holds) release();
+      await sut.store.close();
+    });
     assert.equal(sut.store.backend, backend);
-    return { ...sut, prefix: `/conformance/${randomUUID()}/` };
+    const hold = (rec: Recorder, n: number): { release: () => void } => {
+      const gate = rec.holdAfter(n);
+      holds.push(gate.release);
+      return gate;
+    };
+    return { ...sut, hold, prefix: `/conformance/${randomUUID()}/` };
   }
 
   suite(`Store conformance: ${backend}`, () => {
@@ -109,13 +122,21 @@ export function storeConformance(backend: string, factory: StoreFactory): void {
       const key = `${prefix}policy`;
       const r1 = await store.put(key, v("v1"), { expectRevision: 0 });
       const before = await store.revision();
-      await assertCode(store.put(key, v("again"), { expectRevision: 0 }), ErrorCode.CONFLICT, "create of an existing key");
+      await assertCode(
+        store.put(key, v("again"), { expectRevision: 0 }),
+        ErrorCode.CONFLICT,
+        "create of an existing key",
+      );
       const r2 = await store.put(key, v("v2"), { expectRevision: r1 });
       assert.ok(r2 > r1);
       const beforeStale = await store.revision();
       await assertCode(store.put(key, v("stale"), { expectRevision: r1 }), ErrorCode.CONFLICT, "stale put");
       await assertCode(store.delete(key, { expectRevision: r1 }), ErrorCode.CONFLICT, "stale delete");
-      await assertCode(store.put(`${prefix}nope`, v("x"), { expectRevision: r2 }), ErrorCode.CONFLICT, "put of a missing key");
+      await assertCode(
+        store.put(`${prefix}nope`, v("x"), { expectRevision: r2 }),
+        ErrorCode.CONFLICT,
+        "put of a missing key",
+      );
       const kv = await store.get(key);
       assert.equal(valueText(kv!.value), "v2", "a lost compare-and-swap changes nothing");
       assert.equal(kv!.modRevision, r2);
@@ -126,7 +147,11 @@ export function storeConformance(backend: string, factory: StoreFactory): void {
       assert.equal(await store.delete(key, { expectRevision: r2 }), true);
       assert.equal(await store.get(key), undefined);
       // Put under a lease that does not exist.
-      await assertCode(store.put(`${prefix}leased`, v("x"), { lease: "7777777" }), ErrorCode.NOT_FOUND, "unknown lease");
+      await assertCode(
+        store.put(`${prefix}leased`, v("x"), { lease: "7777777" }),
+        ErrorCode.NOT_FOUND,
+        "unknown lease",
+      );
     });
 
     test("txn: compares choose the branch, all of it applies at one revision; deletePrefix", async (t) => {
@@ -164,7 +189,10 @@ export function storeConformance(backend: string, factory: StoreFactory): void {
       assert.equal(valueText((await store.get(`${prefix}x`))!.value), "2");
       assert.equal((await store.get(`${prefix}failure`))!.modRevision, failed.revision);
 
-      const nothing = await store.txn([{ key: `${prefix}x`, modRevision: 1 }], [{ type: "delete", key: `${prefix}x` }]);
+      const nothing = await store.txn(
+        [{ key: `${prefix}x`, modRevision: 1 }],
+        [{ type: "delete", key: `${prefix}x` }],
+      );
       assert.equal(nothing.succeeded, false);
       assert.equal(nothing.revision, failed.revision, "a txn that writes nothing does not move the revision");
 
@@ -221,21 +249,23 @@ export function storeConformance(backend: string, factory: StoreFactory): void {
     });
 
     test("watch after compaction: re-lists and delivers exactly the difference, nothing twice", async (t) => {
-      const { store, prefix, compact } = await open(t, { watchBufferRevisions: 2 });
+      const { store, prefix, compact, hold } = await open(t, { watchBufferRevisions: 2 });
       await store.put(`${prefix}a`, v("1"));
       await store.put(`${prefix}doomed`, v("1"));
       await store.put(`${prefix}keep`, v("1"));
       const start = await store.list(prefix);
       const rec = new Recorder(start);
-      const gate = rec.holdAfter(1); // the consumer stalls in its first callback
-      const w = store.watch(prefix, { fromRevision: start.revision + 1, onWarning: rec.onWarning }, rec.onEvents);
-      t.after(() => w.close());
+      const gate = hold(rec, 1); // the consumer stalls in its first callback
+      store.watch(prefix, { fromRevision: start.revision + 1, onWarning: rec.onWarning }, rec.onEvents);
 
       const ra2 = await store.put(`${prefix}a`, v("2"));
       await rec.waitForBatches(1);
       // While the consumer is stuck: enough writes to overflow its buffer, so the stream pauses...
       for (let i = 0; i < 4; i++) await store.put(`${prefix}filler${i}`, v("1"));
-      await waitFor(() => rec.warnings.some((w) => /behind|pausing/.test(w)), { what: "the stream paused", timeoutMs: 5000 });
+      await waitFor(() => rec.warnings.some((w) => /behind|pausing/.test(w)), {
+        what: "the stream paused",
+        timeoutMs: 5000,
+      });
       // ...then the changes that only a re-list can tell it about, and a compaction past them.
       await store.delete(`${prefix}doomed`);
       const ra3 = await store.put(`${prefix}a`, v("3"));
@@ -250,7 +280,11 @@ export function storeConformance(backend: string, factory: StoreFactory): void {
         rec.warnings.some((w) => /compact/.test(w)),
         `the re-list path ran (warnings: ${rec.warnings.join(" | ")})`,
       );
-      assert.deepEqual(rec.eventsFor(`${prefix}a`), [`put 2 @${ra2}`, `put 3 @${ra3}`], "a: changed, then changed again");
+      assert.deepEqual(
+        rec.eventsFor(`${prefix}a`),
+        [`put 2 @${ra2}`, `put 3 @${ra3}`],
+        "a: changed, then changed again",
+      );
       assert.deepEqual(rec.eventsFor(`${prefix}new`), [`put 1 @${rNew}`]);
       assert.equal(rec.eventsFor(`${prefix}doomed`).length, 1);
       assert.match(rec.eventsFor(`${prefix}doomed`)[0]!, /^delete/);
@@ -316,7 +350,10 @@ export function storeConformance(backend: string, factory: StoreFactory): void {
         await delay(250); // pacing of the keepalives, not waiting for a condition
       }
       assert.ok(await store.get(key), "kept alive past its TTL");
-      await waitFor(async () => (await store.get(key)) === undefined, { what: "lease expiry after keepalives stop", timeoutMs: 10_000 });
+      await waitFor(async () => (await store.get(key)) === undefined, {
+        what: "lease expiry after keepalives stop",
+        timeoutMs: 10_000,
+      });
     });
 
     test("revoke deletes at once; keepAlive on a revoked lease is NOT_FOUND; revoking again is not an error", async (t) => {
@@ -335,15 +372,18 @@ export function storeConformance(backend: string, factory: StoreFactory): void {
       await store.revokeLease(lease.id);
       await store.revokeLease("987654321");
       await rec.waitForBatches(1);
-      assert.deepEqual(rec.describe().map(([, evs]) => evs), [["delete a", "delete b"]]);
+      assert.deepEqual(
+        rec.describe().map(([, evs]) => evs),
+        [["delete a", "delete b"]],
+      );
       rec.assertClean();
     });
 
     test("closing a watcher stops its callbacks and waits for the one in progress", async (t) => {
-      const { store, prefix } = await open(t);
+      const { store, prefix, hold } = await open(t);
       const start = await store.revision();
       const closing = new Recorder();
-      const gate = closing.holdAfter(1);
+      const gate = hold(closing, 1);
       const w = store.watch(prefix, { fromRevision: start + 1 }, closing.onEvents);
       const witness = new Recorder();
       const w2 = store.watch(prefix, { fromRevision: start + 1 }, witness.onEvents);
@@ -420,7 +460,8 @@ class Recorder {
 
   /** `start`: what the consumer read before watching (its list), or nothing. */
   constructor(start?: ListResult) {
-    for (const kv of start?.items ?? []) this.state.set(kv.key, { value: valueText(kv.value), modRevision: kv.modRevision });
+    for (const kv of start?.items ?? [])
+      this.state.set(kv.key, { value: valueText(kv.value), modRevision: kv.modRevision });
   }
 
   readonly onEvents = async (events: WatchEvent[]): Promise<void> => {
@@ -459,9 +500,14 @@ class Recorder {
 
   /** Waits until the consumer's state is exactly `items` (keys, values, modRevisions). */
   async waitForState(items: readonly KeyValue[], timeoutMs = 10_000): Promise<void> {
-    const want = new Map(items.map((kv) => [kv.key, { value: valueText(kv.value), modRevision: kv.modRevision }]));
+    const want = new Map(
+      items.map((kv) => [kv.key, { value: valueText(kv.value), modRevision: kv.modRevision }]),
+    );
     try {
-      await waitFor(() => sameState(this.state, want), { what: "consumer state equal to the store's", timeoutMs });
+      await waitFor(() => sameState(this.state, want), {
+        what: "consumer state equal to the store's",
+        timeoutMs,
+      });
     } catch (err) {
       assert.deepEqual(Object.fromEntries(this.state), Object.fromEntries(want), String(err));
     }
@@ -471,7 +517,9 @@ class Recorder {
   describe(): Array<[number, string[]]> {
     return this.batches.map((b) => [
       b[0]!.kv.modRevision,
-      b.map((e) => (e.type === "put" ? `put ${leaf(e.kv.key)}=${valueText(e.kv.value)}` : `delete ${leaf(e.kv.key)}`)),
+      b.map((e) =>
+        e.type === "put" ? `put ${leaf(e.kv.key)}=${valueText(e.kv.value)}` : `delete ${leaf(e.kv.key)}`,
+      ),
     ]);
   }
 
@@ -480,7 +528,11 @@ class Recorder {
     return this.batches
       .flat()
       .filter((e) => e.kv.key === key)
-      .map((e) => (e.type === "put" ? `put ${valueText(e.kv.value)} @${e.kv.modRevision}` : `delete @${e.kv.modRevision}`));
+      .map((e) =>
+        e.type === "put"
+          ? `put ${valueText(e.kv.value)} @${e.kv.modRevision}`
+          : `delete @${e.kv.modRevision}`,
+      );
   }
 
   assertClean(): void {
@@ -504,7 +556,8 @@ class Recorder {
       this.seenEvents.add(id);
       const had = this.state.get(e.kv.key);
       if (e.type === "put") {
-        if (had !== undefined && had.modRevision === e.kv.modRevision) this.violations.push(`repeated put ${id}`);
+        if (had !== undefined && had.modRevision === e.kv.modRevision)
+          this.violations.push(`repeated put ${id}`);
         this.state.set(e.kv.key, { value: valueText(e.kv.value), modRevision: e.kv.modRevision });
       } else {
         if (had === undefined) this.violations.push(`delete of a key the consumer does not have: ${id}`);

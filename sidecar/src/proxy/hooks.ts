@@ -1,0 +1,38 @@
+/**
+ * What the data path reports, without knowing about metrics or logs: one call per finished request
+ * (from which metrics and access logs are made, off the hot path's critical section) and errors.
+ */
+import type { InboundRuntime } from "./inbound.js";
+
+export interface OutboundRecord {
+  destinationService: string;
+  destinationNamespace: string;
+}
+
+export interface ProxyHooks {
+  /** An inbound request finished with `status` (reason "" when the app answered). */
+  inbound(
+    rt: InboundRuntime | undefined,
+    status: number,
+    reason: string,
+    startedMs: number,
+    responseBytes: number,
+  ): void;
+  /** An outbound request finished. */
+  outbound(
+    dst: OutboundRecord | undefined,
+    status: number,
+    reason: string,
+    startedMs: number,
+    responseBytes: number,
+  ): void;
+  /** A bug or unexpected failure in the data path (logged; the request got a local reply). */
+  error(where: string, err: unknown): void;
+}
+
+/** Hooks that do nothing (tests, benchmarks of the bare path). */
+export const NO_HOOKS: ProxyHooks = {
+  inbound: () => {},
+  outbound: () => {},
+  error: () => {},
+};
