@@ -167,6 +167,11 @@ export class Frontend {
     );
   }
 
+  /** Serves a socket that did not come through our listener (a CONNECT tunnel's inner stream). */
+  adopt(socket: net.Socket): void {
+    this.accept(socket, this.opts.headerTimeoutMs ?? 10_000);
+  }
+
   private accept(socket: net.Socket, sniffTimeoutMs: number): void {
     this.sockets.add(socket);
     socket.once("close", () => this.sockets.delete(socket));

@@ -138,6 +138,15 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     this.connect();
   }
 
+  /**
+   * Seeds what is held for a type before the first connection (config persisted by an earlier run),
+   * so the first subscription declares those versions and unchanged resources are not resent.
+   */
+  preload(typeUrl: string, resources: readonly HeldResource[]): void {
+    const sub = this.sub(typeUrl);
+    for (const r of resources) sub.held.set(r.name, r);
+  }
+
   /** Adds names ("*" for everything meant for this proxy) to a type's subscription. */
   subscribe(typeUrl: string, names: readonly string[]): void {
     const sub = this.sub(typeUrl);

@@ -1,0 +1,505 @@
+/**
+ * The outbound listener (15001): the app's requests to the mesh (explicit mode: the app uses the
+ * listener as its HTTP proxy, absolute-form or CONNECT, or sends to it with the service's Host).
+ *
+ * Per request (the runtime config is captured once at the start; a swap never disturbs it):
+ *  1. Authority and path: absolute-form URL or Host/:authority; path normalised once (what is
+ *     matched is what is forwarded); a malformed one is 400 `bad_request`.
+ *  2. Route table by authority. An unknown mesh-looking host waits (≤ subscribe timeout) for the
+ *     on-demand subscription; "does not exist" means a non-mesh destination: passed through to its
+ *     real address, or 404 `no_route` under REGISTRY_ONLY. No answer in time: `no_route`.
+ *  3. Rule match (404 `no_route` when none) → weighted cluster → endpoint from its balancer
+ *     (503 `no_healthy_upstream` when none).
+ *  4. Headers: hop-by-hop stripped, route edits, X-Forwarded-For, x-request-id, the app port for
+ *     the peer; then one HTTP/2 stream on the mesh transport; bodies and trailers stream both ways.
+ */
+import type * as http from "node:http";
+import * as http2 from "node:http2";
+import { connect as netConnect, type Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import { pipeline } from "node:stream";
+import { durationMs } from "@trellis/proto/duration";
+import { OutboundTrafficPolicy } from "@trellis/proto/gen/trellis/v1/traffic_policy_pb";
+import { Agent, type Dispatcher } from "undici";
+import type { EndpointState } from "../balancer/endpoint-state.js";
+import { applyRequestEdits, applyResponseEdits } from "../routing/header-edits.js";
+import { normalizeAuthority, serviceNameForHost } from "../routing/host.js";
+import { matchRule } from "../routing/match.js";
+import { normalizePath } from "../routing/path.js";
+import { type CompiledRule, type RouteTable, servicePortFor } from "../routing/route-table.js";
+import { pickCluster } from "../routing/weighted.js";
+import type { ClusterRuntime, RuntimeConfig } from "../runtime/runtime-config.js";
+import type { DownstreamRequest, DownstreamResponse } from "./app-client.js";
+import { writeHead } from "./app-client.js";
+import {
+  appendForwardedFor,
+  ensureRequestId,
+  first,
+  forwardableFromObject,
+  type HeaderMap,
+} from "./headers.js";
+import type { ProxyHooks } from "./hooks.js";
+import { APP_PORT_HEADER } from "./inbound.js";
+import { isGrpc, type LocalReason, sendLocalReply } from "./local-reply.js";
+import type { MeshTransport } from "./mesh-transport.js";
+import { classifyUpstreamError } from "./upstream-error.js";
+
+export interface OutboundDeps {
+  runtime: () => RuntimeConfig | undefined;
+  /** Subscribes to a RouteConfig name on demand; resolves when it arrived, was refused, or timed out. */
+  resolve: (routeName: string) => Promise<void>;
+  /** This sidecar's namespace (bare service names resolve in it). */
+  namespace: string;
+  transport: MeshTransport;
+  hooks: ProxyHooks;
+  random: () => number;
+  /** Accepts a socket as if it were a new app connection (CONNECT to a mesh service). */
+  adopt: (socket: Socket, defaultAuthority: string) => void;
+}
+
+const HTTP_DEFAULT_PORT = 80;
+
+interface Target {
+  table: RouteTable;
+  rule: CompiledRule;
+  cluster: ClusterRuntime;
+  endpoint: EndpointState;
+}
+
+export class OutboundProxy {
+  private readonly passthrough: Dispatcher = new Agent({ connections: 64, keepAliveTimeout: 30_000 });
+
+  constructor(private readonly deps: OutboundDeps) {}
+
+  readonly handle = (req: DownstreamRequest, res: DownstreamResponse): void => {
+    void this.serve(req, res).catch((err: unknown) => {
+      this.deps.hooks.error("outbound", err);
+      sendLocalReply(res, isGrpc(req.headers["content-type"]), "upstream_reset", "internal proxy error");
+    });
+  };
+
+  private reply(
+    req: DownstreamRequest,
+    res: DownstreamResponse,
+    reason: LocalReason,
+    message: string,
+    started: number,
+    dst?: { service: string; namespace: string },
+  ): void {
+    const status = sendLocalReply(res, isGrpc(req.headers["content-type"]), reason, message);
+    this.deps.hooks.outbound(
+      dst === undefined
+        ? undefined
+        : { destinationService: dst.service, destinationNamespace: dst.namespace },
+      status,
+      reason,
+      started,
+      0,
+    );
+  }
+
+  private async serve(req: DownstreamRequest, res: DownstreamResponse): Promise<void> {
+    const started = performance.now();
+    let rt = this.deps.runtime();
+    if (rt === undefined)
+      return this.reply(req, res, "no_healthy_upstream", "the sidecar has no configuration yet", started);
+    // 1.
+    let target = req.url ?? "/";
+    let authorityText = (req as http2.Http2ServerRequest).authority ?? first(req.headers.host);
+    if (target.startsWith("http://") || target.startsWith("HTTP://")) {
+      const slash = target.indexOf("/", 7);
+      authorityText = slash < 0 ? target.slice(7) : target.slice(7, slash);
+      target = slash < 0 ? "/" : target.slice(slash);
+    } else if (!target.startsWith("/")) {
+      return this.reply(
+        req,
+        res,
+        "bad_request",
+        `unsupported request target ${JSON.stringify(target.slice(0, 64))}`,
+        started,
+      );
+    }
+    const np = normalizePath(target);
+    if ("error" in np) return this.reply(req, res, "bad_request", np.error, started);
+    const auth =
+      authorityText === undefined ? undefined : normalizeAuthority(authorityText, HTTP_DEFAULT_PORT);
+    if (auth === undefined) return this.reply(req, res, "bad_request", "missing or malformed Host", started);
+    // 2.
+    let table = rt.routes.lookup(auth.host, auth.port);
+    if (table === undefined) {
+      const routeName = serviceNameForHost(auth.host, this.deps.namespace);
+      if (routeName !== undefined && !rt.notFound.has(routeName)) {
+        await this.deps.resolve(routeName);
+        rt = this.deps.runtime() ?? rt;
+        table = rt.routes.lookup(auth.host, auth.port);
+        if (table === undefined && !rt.notFound.has(routeName)) {
+          return this.reply(
+            req,
+            res,
+            "no_route",
+            `no configuration for ${routeName} arrived in time`,
+            started,
+          );
+        }
+      }
+      if (table === undefined) {
+        if (rt.outboundTrafficPolicy === OutboundTrafficPolicy.REGISTRY_ONLY) {
+          return this.reply(
+            req,
+            res,
+            "no_route",
+            `${auth.host} is not a mesh service (REGISTRY_ONLY)`,
+            started,
+          );
+        }
+        return this.passThrough(
+          req,
+          res,
+          authorityText as string,
+          np.path + (np.query ? `?${np.query}` : ""),
+          started,
+        );
+      }
+    }
+    // 3.
+    const dst = { service: table.service, namespace: table.namespace };
+    const port = servicePortFor(table, auth.port, HTTP_DEFAULT_PORT);
+    if (port === undefined)
+      return this.reply(req, res, "no_route", `${table.name} has no port ${auth.port}`, started, dst);
+    const rule = matchRule(table, port, req.method ?? "GET", np.path, req.headers, np.query);
+    if (rule === undefined)
+      return this.reply(req, res, "no_route", `no rule of ${table.name} matches`, started, dst);
+    const cluster = rt.clusters.get(pickCluster(rule, this.deps.random));
+    if (cluster === undefined)
+      return this.reply(
+        req,
+        res,
+        "no_healthy_upstream",
+        "the route's cluster is not known yet",
+        started,
+        dst,
+      );
+    const endpoint = cluster.balancer.pick({});
+    if (endpoint === undefined)
+      return this.reply(
+        req,
+        res,
+        "no_healthy_upstream",
+        `${cluster.name} has no usable endpoint`,
+        started,
+        dst,
+      );
+    // 4.
+    const headers = forwardableFromObject(req.headers);
+    applyRequestEdits(headers, rule.headerEdits);
+    appendForwardedFor(headers, req.socket?.remoteAddress);
+    ensureRequestId(headers);
+    const path = np.query ? `${np.path}?${np.query}` : np.path;
+    this.forward(
+      req,
+      res,
+      { table, rule, cluster, endpoint },
+      authorityText as string,
+      path,
+      headers,
+      started,
+    );
+  }
+
+  private forward(
+    req: DownstreamRequest,
+    res: DownstreamResponse,
+    t: Target,
+    authority: string,
+    path: string,
+    headers: HeaderMap,
+    started: number,
+  ): void {
+    const method = req.method ?? "GET";
+    const endStream = !hasBody(req);
+    const dst = { destinationService: t.table.service, destinationNamespace: t.table.namespace };
+    const grpc = isGrpc(req.headers["content-type"]);
+    let finished = false;
+    let responded = false;
+    let bytes = 0;
+    let current: http2.ClientHttp2Stream | undefined;
+    let currentEndpoint = t.endpoint;
+    let timer: NodeJS.Timeout | undefined;
+    const finish = (endpoint: EndpointState, status: number, reason: string, ok: boolean) => {
+      if (finished) return;
+      finished = true;
+      if (timer !== undefined) clearTimeout(timer);
+      endpoint.onFinish(performance.now() - started, ok);
+      this.deps.hooks.outbound(dst, status, reason, started, bytes);
+    };
+    // One attempt on one endpoint. Without a retry policy, only failures where nothing reached the
+    // upstream (connect failure, refused stream) are retried, once, on another endpoint — and only
+    // for requests without a body (a streamed body cannot be replayed; buffering for replay comes
+    // with retry policies).
+    const attempt = (endpoint: EndpointState, n: number): void => {
+      const stream = this.deps.transport.request(
+        { address: endpoint.data.address, port: endpoint.data.port },
+        {
+          ...headers,
+          [APP_PORT_HEADER]: String(endpoint.data.appPort || t.cluster.port),
+          ":method": method,
+          ":path": path,
+          ":authority": authority,
+          ":scheme": "http",
+        },
+        endStream,
+      );
+      current = stream;
+      currentEndpoint = endpoint;
+      endpoint.onStart();
+      stream.on("continue", () => (res as http.ServerResponse).writeContinue?.());
+      stream.on("response", (h) => {
+        if (finished) return;
+        responded = true;
+        const status = Number(h[":status"] ?? 502);
+        const out = forwardableFromObject(h);
+        applyResponseEdits(out, t.rule.headerEdits);
+        writeHead(res, status, out);
+        stream.on("data", (c: Buffer) => {
+          bytes += c.length;
+        });
+        stream.on("trailers", (tr) => res.addTrailers(forwardableFromObject(tr)));
+        pipeline(stream, res, (err) =>
+          finish(endpoint, status, err ? "upstream_reset" : "", !err && status < 500),
+        );
+      });
+      stream.on("error", (err) => {
+        if (finished || current !== stream) return;
+        if (responded) {
+          res.destroy();
+          finish(endpoint, 0, "upstream_reset", false);
+          return;
+        }
+        const f = classifyUpstreamError(err, stream.session?.connecting === false);
+        if (n === 0 && endStream && (f.connectFailure || f.refusedStream)) {
+          endpoint.onFinish(performance.now() - started, false);
+          const next = t.cluster.balancer.pick({ exclude: new Set([endpoint.key]) });
+          if (next !== undefined) {
+            attempt(next, 1);
+            return;
+          }
+        }
+        const status = sendLocalReply(res, grpc, f.reason, f.message);
+        finish(endpoint, status, f.reason, false);
+      });
+      if (!endStream) pipeline(req, stream, () => {});
+    };
+    attempt(t.endpoint, 0);
+    // A caller that goes away (HTTP/1 socket closed, HTTP/2 RST_STREAM) cancels the upstream stream.
+    res.once("close", () => {
+      if (timer !== undefined) clearTimeout(timer);
+      if (current !== undefined && !current.closed && !finished)
+        current.close(http2.constants.NGHTTP2_CANCEL);
+    });
+    // The route timeout covers the whole exchange, every attempt included.
+    const timeoutMs = durationMs(t.rule.rule.timeout);
+    if (timeoutMs !== undefined && timeoutMs > 0) {
+      timer = setTimeout(() => {
+        if (finished) return;
+        current?.close(http2.constants.NGHTTP2_CANCEL);
+        let status = 0;
+        if (responded) res.destroy();
+        else status = sendLocalReply(res, grpc, "upstream_timeout", `no response within ${timeoutMs} ms`);
+        finish(currentEndpoint, status, "upstream_timeout", false);
+      }, timeoutMs);
+    }
+  }
+
+  /** A non-mesh destination: forwarded to its real address as is (ALLOW_ANY), counted. */
+  private async passThrough(
+    req: DownstreamRequest,
+    res: DownstreamResponse,
+    authority: string,
+    path: string,
+    started: number,
+  ): Promise<void> {
+    const headers = forwardableFromObject(req.headers);
+    appendForwardedFor(headers, req.socket?.remoteAddress);
+    headers.host = authority;
+    try {
+      const r = await this.passthrough.request({
+        origin: `http://${authority}`,
+        method: (req.method ?? "GET") as "GET",
+        path,
+        headers,
+        body: hasBody(req) ? req : null,
+      });
+      writeHead(res, r.statusCode, forwardableFromObject(r.headers as http.IncomingHttpHeaders));
+      let bytes = 0;
+      r.body.on("data", (c: Buffer) => {
+        bytes += c.length;
+      });
+      await new Promise<void>((resolve) => pipeline(r.body, res, () => resolve()));
+      this.deps.hooks.outbound(
+        { destinationService: "passthrough", destinationNamespace: "" },
+        r.statusCode,
+        "",
+        started,
+        bytes,
+      );
+    } catch (err) {
+      const f = classifyUpstreamError(err, false);
+      const status = sendLocalReply(res, isGrpc(req.headers["content-type"]), f.reason, f.message);
+      this.deps.hooks.outbound(
+        { destinationService: "passthrough", destinationNamespace: "" },
+        status,
+        f.reason,
+        started,
+        0,
+      );
+    }
+  }
+
+  /**
+   * HTTP/1 CONNECT from the app. To a mesh service: answer 200 and treat the tunnel as a new app
+   * connection (HTTP/1.1 or h2c inside is detected and proxied with policy). To anything else: a
+   * raw pass-through tunnel (REGISTRY_ONLY refuses it).
+   */
+  readonly handleConnect = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
+    void this.connectTunnel(req, socket as Socket, head).catch((err: unknown) => {
+      this.deps.hooks.error("connect", err);
+      socket.destroy();
+    });
+  };
+
+  private async connectTunnel(req: http.IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    const target = req.url ?? "";
+    const auth = normalizeAuthority(target, 443);
+    const fail = (status: number, reason: LocalReason, msg: string) => {
+      socket.end(
+        `HTTP/1.1 ${status} ${status === 404 ? "Not Found" : "Bad Gateway"}\r\nx-trellis-error: ${reason}\r\ncontent-length: 0\r\n\r\n`,
+      );
+      this.deps.hooks.outbound(undefined, status, reason, performance.now(), 0);
+      void msg;
+    };
+    if (auth === undefined || (auth.port === 443 && !target.includes(":")))
+      return fail(400, "bad_request", "CONNECT needs host:port");
+    let rt = this.deps.runtime();
+    if (rt === undefined) return fail(503, "no_healthy_upstream", "no configuration yet");
+    let table = rt.routes.lookup(auth.host, auth.port);
+    const routeName = serviceNameForHost(auth.host, this.deps.namespace);
+    if (table === undefined && routeName !== undefined && !rt.notFound.has(routeName)) {
+      await this.deps.resolve(routeName);
+      rt = this.deps.runtime() ?? rt;
+      table = rt.routes.lookup(auth.host, auth.port);
+    }
+    if (table !== undefined) {
+      socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+      if (head.length > 0) socket.unshift(head);
+      this.deps.adopt(socket, target);
+      return;
+    }
+    if (rt.outboundTrafficPolicy === OutboundTrafficPolicy.REGISTRY_ONLY)
+      return fail(404, "no_route", "not a mesh service");
+    const upstream = netConnect({ host: auth.host.replace(/^\[|\]$/g, ""), port: auth.port });
+    const started = performance.now();
+    upstream.once("connect", () => {
+      socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+      if (head.length > 0) upstream.write(head);
+      upstream.pipe(socket);
+      socket.pipe(upstream);
+    });
+    upstream.once("error", () => {
+      if (socket.writable && upstream.bytesRead === 0)
+        fail(502, "upstream_connect_failure", "connect failed");
+      else socket.destroy();
+    });
+    socket.on("error", () => upstream.destroy());
+    socket.once("close", () => {
+      upstream.destroy();
+      this.deps.hooks.outbound(
+        { destinationService: "passthrough", destinationNamespace: "" },
+        200,
+        "",
+        started,
+        upstream.bytesRead,
+      );
+    });
+  }
+
+  /**
+   * HTTP/1 Upgrade (WebSocket) from the app: routed like any request, then carried to the peer
+   * sidecar as an extended CONNECT stream (RFC 8441) and spliced.
+   */
+  readonly handleUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
+    const rt = this.deps.runtime();
+    const refuse = (status: number, reason: string) => {
+      socket.end(
+        `HTTP/1.1 ${status} Error\r\nx-trellis-error: ${reason}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`,
+      );
+    };
+    const upgrade = (first(req.headers.upgrade) ?? "").toLowerCase();
+    if (rt === undefined || upgrade !== "websocket")
+      return refuse(rt === undefined ? 503 : 400, rt === undefined ? "no_healthy_upstream" : "bad_request");
+    const authorityText = first(req.headers.host) ?? "";
+    const auth = normalizeAuthority(authorityText, HTTP_DEFAULT_PORT);
+    const np = normalizePath(req.url ?? "/");
+    if (auth === undefined || "error" in np) return refuse(400, "bad_request");
+    const table = rt.routes.lookup(auth.host, auth.port);
+    const port = table === undefined ? undefined : servicePortFor(table, auth.port, HTTP_DEFAULT_PORT);
+    const rule =
+      table === undefined || port === undefined
+        ? undefined
+        : matchRule(table, port, "GET", np.path, req.headers, np.query);
+    const cluster = rule === undefined ? undefined : rt.clusters.get(pickCluster(rule, this.deps.random));
+    const endpoint = cluster?.balancer.pick({});
+    if (endpoint === undefined || cluster === undefined)
+      return refuse(
+        table === undefined ? 404 : 503,
+        table === undefined ? "no_route" : "no_healthy_upstream",
+      );
+    const headers = forwardableFromObject(req.headers);
+    headers[APP_PORT_HEADER] = String(endpoint.data.appPort || cluster.port);
+    const stream = this.deps.transport.request(
+      { address: endpoint.data.address, port: endpoint.data.port },
+      {
+        ...headers,
+        ":method": "CONNECT",
+        ":protocol": "websocket",
+        ":scheme": "http",
+        ":path": np.query ? `${np.path}?${np.query}` : np.path,
+        ":authority": authorityText,
+      },
+      false,
+    );
+    stream.on("response", (h) => {
+      const status = Number(h[":status"]);
+      if (status !== 200) {
+        refuse(status || 502, first(h["x-trellis-error"]) ?? "upstream_reset");
+        stream.close();
+        return;
+      }
+      let out = "HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: websocket\r\n";
+      for (const [k, v] of Object.entries(forwardableFromObject(h)))
+        for (const one of Array.isArray(v) ? v : [v]) out += `${k}: ${one}\r\n`;
+      socket.write(`${out}\r\n`);
+      if (head.length > 0) stream.write(head);
+      stream.pipe(socket);
+      socket.pipe(stream);
+    });
+    stream.on("error", () => {
+      if (socket.writable) refuse(502, "upstream_connect_failure");
+    });
+    socket.on("error", () => stream.close(http2.constants.NGHTTP2_CANCEL));
+    socket.on("close", () => {
+      if (!stream.closed) stream.close();
+    });
+  };
+
+  async close(): Promise<void> {
+    await this.passthrough.close();
+  }
+}
+
+/** Whether the request carries a body (HTTP/1 framing headers; HTTP/2 end-of-stream flag). */
+function hasBody(req: DownstreamRequest): boolean {
+  const h2 = (req as http2.Http2ServerRequest).stream;
+  if (h2 !== undefined) return !h2.endAfterHeaders;
+  const cl = req.headers["content-length"];
+  return (cl !== undefined && cl !== "0") || req.headers["transfer-encoding"] !== undefined;
+}
