@@ -439,7 +439,10 @@ export class OutboundProxy {
     const authorityText = first(req.headers.host) ?? "";
     const auth = normalizeAuthority(authorityText, HTTP_DEFAULT_PORT);
     const np = normalizePath(req.url ?? "/");
-    if (auth === undefined || "error" in np) return refuse(400, "bad_request");
+    if (auth === undefined || "error" in np) {
+      refuse(400, "bad_request");
+      return;
+    }
     const table = rt.routes.lookup(auth.host, auth.port);
     const port = table === undefined ? undefined : servicePortFor(table, auth.port, HTTP_DEFAULT_PORT);
     const rule =
