@@ -434,8 +434,10 @@ export class OutboundProxy {
       );
     };
     const upgrade = (first(req.headers.upgrade) ?? "").toLowerCase();
-    if (rt === undefined || upgrade !== "websocket")
-      return refuse(rt === undefined ? 503 : 400, rt === undefined ? "no_healthy_upstream" : "bad_request");
+    if (rt === undefined || upgrade !== "websocket") {
+      refuse(rt === undefined ? 503 : 400, rt === undefined ? "no_healthy_upstream" : "bad_request");
+      return;
+    }
     const authorityText = first(req.headers.host) ?? "";
     const auth = normalizeAuthority(authorityText, HTTP_DEFAULT_PORT);
     const np = normalizePath(req.url ?? "/");
@@ -451,11 +453,10 @@ export class OutboundProxy {
         : matchRule(table, port, "GET", np.path, req.headers, np.query);
     const cluster = rule === undefined ? undefined : rt.clusters.get(pickCluster(rule, this.deps.random));
     const endpoint = cluster?.balancer.pick({});
-    if (endpoint === undefined || cluster === undefined)
-      return refuse(
-        table === undefined ? 404 : 503,
-        table === undefined ? "no_route" : "no_healthy_upstream",
-      );
+    if (endpoint === undefined || cluster === undefined) {
+      refuse(table === undefined ? 404 : 503, table === undefined ? "no_route" : "no_healthy_upstream");
+      return;
+    }
     const headers = forwardableFromObject(req.headers);
     headers[APP_PORT_HEADER] = String(endpoint.data.appPort || cluster.port);
     const stream = this.deps.transport.request(
