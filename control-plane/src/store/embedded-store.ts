@@ -27,7 +27,7 @@ import {
   type RawWatch,
   type RawWatchHandlers,
   type ResumableWatchOptions,
-  startResumableWatch,
+  startTrackedWatch,
   type WatchSource,
 } from "./resumable-watch.js";
 import type {
@@ -228,22 +228,7 @@ export class EmbeddedStore implements Store {
     onEvents: (events: WatchEvent[]) => void | Promise<void>,
   ): Watcher {
     this.check();
-    const inner = startResumableWatch(
-      this.source,
-      prefix,
-      options.fromRevision,
-      onEvents,
-      options.onWarning ?? (() => {}),
-      this.watchOptions,
-    );
-    const watcher: Watcher = {
-      close: () => {
-        this.watchers.delete(watcher);
-        return inner.close();
-      },
-    };
-    this.watchers.add(watcher);
-    return watcher;
+    return startTrackedWatch(this.watchers, this.source, prefix, options, onEvents, this.watchOptions);
   }
 
   async grantLease(ttlSeconds: number): Promise<Lease> {

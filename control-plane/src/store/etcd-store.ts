@@ -24,7 +24,7 @@ import { createEtcdClient } from "./etcd-client.js";
 import { fromEtcdKv, isLeaseId, prefixRange } from "./etcd-codec.js";
 import { etcdError, isAmbiguous, wasNotSent } from "./etcd-errors.js";
 import { openEtcdWatch } from "./etcd-watch-stream.js";
-import { type ResumableWatchOptions, startResumableWatch, type WatchSource } from "./resumable-watch.js";
+import { type ResumableWatchOptions, startTrackedWatch, type WatchSource } from "./resumable-watch.js";
 import type {
   Compare,
   DeleteOptions,
@@ -264,22 +264,7 @@ export class EtcdStore implements Store {
     onEvents: (events: WatchEvent[]) => void | Promise<void>,
   ): Watcher {
     this.checkOpen();
-    const inner = startResumableWatch(
-      this.source,
-      prefix,
-      options.fromRevision,
-      onEvents,
-      options.onWarning ?? (() => {}),
-      this.watchOptions,
-    );
-    const watcher: Watcher = {
-      close: () => {
-        this.watchers.delete(watcher);
-        return inner.close();
-      },
-    };
-    this.watchers.add(watcher);
-    return watcher;
+    return startTrackedWatch(this.watchers, this.source, prefix, options, onEvents, this.watchOptions);
   }
 
   async grantLease(ttlSeconds: number): Promise<Lease> {

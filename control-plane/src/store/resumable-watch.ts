@@ -84,6 +84,36 @@ export function startResumableWatch(
   return watch;
 }
 
+/**
+ * Starts a resumable watch for a Store's `watch()` and keeps it in `registry` until it is closed,
+ * so the store can close every open watch when it closes.
+ */
+export function startTrackedWatch(
+  registry: Set<Watcher>,
+  source: WatchSource,
+  prefix: string,
+  options: { fromRevision: number; onWarning?: (message: string) => void },
+  onEvents: OnEvents,
+  watchOptions: ResumableWatchOptions,
+): Watcher {
+  const inner = startResumableWatch(
+    source,
+    prefix,
+    options.fromRevision,
+    onEvents,
+    options.onWarning ?? (() => {}),
+    watchOptions,
+  );
+  const watcher: Watcher = {
+    close: () => {
+      registry.delete(watcher);
+      return inner.close();
+    },
+  };
+  registry.add(watcher);
+  return watcher;
+}
+
 class ResumableWatch implements Watcher {
   /** What the consumer holds: key → modRevision of every live key it was told about. */
   private readonly seen = new Map<string, number>();
