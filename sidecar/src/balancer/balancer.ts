@@ -5,13 +5,30 @@
  * ClusterLoadAssignment or a new policy) and precomputes everything; `pick` runs per request (and
  * per retry attempt) and does O(1) amortised work with no allocation.
  *
- * Adding a policy (ring hash, and wrappers such as locality preference or slow start): implement
- * `LoadBalancer`, keep the candidate list in a `UsableSet` (ejection, panic mode) and register a
- * `BalancerFactory` in `FACTORIES` below.
+ * Policies: round robin (round-robin.ts), least request by P2C (least-request.ts, the default) and
+ * ring hash (ring-hash.ts), each in a `BalancerFactory` registered in `FACTORIES` below. Two
+ * options apply across them: slow start (slow-start.ts; RR and P2C weights) and locality
+ * preference (locality.ts; a wrapper running the policy per locality tier). Adding a policy:
+ * implement `LoadBalancer`, keep the candidate list in a `UsableSet` (ejection, panic mode) and
+ * register its factory.
+ *
+ * What callers pass (the contract with runtime/ and proxy/):
+ *  - the runtime, per cluster update: `createBalancer(balancerConfigFrom(cluster.policy?.loadBalancer,
+ *    { callerLocality, minHealthPercent }), assignment.endpoints, deps, previousBalancer)`, with
+ *    `deps.wallNow` when its clock is not `Date.now`;
+ *  - the proxy, per attempt: `pick({ hashKey })` on the first attempt and `pick({ hashKey, exclude })`
+ *    on a retry, `hashKey` from `compileHashKey(loadBalancer.hashOn)` (hash-key.ts) — built once
+ *    per cluster, run per request; undefined for policies other than RING_HASH.
  */
+
+import { durationMs } from "@trellis/proto/duration";
 import type { Endpoint } from "@trellis/proto/gen/trellis/v1/resources_pb";
-import { LoadBalancerPolicy } from "@trellis/proto/gen/trellis/v1/traffic_policy_pb";
 import {
+  LoadBalancerPolicy,
+  type LoadBalancer as LoadBalancerSpec,
+} from "@trellis/proto/gen/trellis/v1/traffic_policy_pb";
+import {
+  type EndpointLocality,
   EndpointSignals,
   EndpointState,
   endpointDataFrom,
@@ -20,7 +37,10 @@ import {
   UsabilityEpoch,
 } from "./endpoint-state.js";
 import { leastRequestFactory } from "./least-request.js";
+import { LocalityBalancer, type LocalityConfig } from "./locality.js";
+import { DEFAULT_MINIMUM_RING_SIZE, ringHashFactory } from "./ring-hash.js";
 import { roundRobinFactory } from "./round-robin.js";
+import type { SlowStartConfig } from "./slow-start.js";
 
 /** Per-pick input. Built by the caller per request; the balancer never keeps it. */
 export interface PickContext {
@@ -29,7 +49,12 @@ export interface PickContext {
    * endpoint where one exists, and otherwise allows a repeat rather than failing the attempt.
    */
   readonly exclude?: ReadonlySet<string>;
-  /** The request's hash key, for hash-based policies (RING_HASH); others ignore it. */
+  /**
+   * The request's hash key, for RING_HASH (others ignore it): the value `compileHashKey(hashOn)`
+   * extracted from this request — the header's value, the cookie's value, the source IP, the query
+   * parameter's value. Undefined (the request does not carry it): the pick is random. Pass the same
+   * key on the retry, so it goes to the key's next endpoint on the ring.
+   */
   readonly hashKey?: string;
 }
 
@@ -59,6 +84,18 @@ export interface BalancerConfig {
    * Default 0: never panic. The resilience layer passes `OutlierDetection.minHealthPercent` here.
    */
   readonly minHealthPercent?: number;
+  /**
+   * RING_HASH: the ring's minimum number of points (proto `minimumRingSize`); default 1024, clamped
+   * to [1, 8 388 608]. Other policies ignore it.
+   */
+  readonly minimumRingSize?: number;
+  /**
+   * Locality preference (proto `locality` with `enabled` not false, plus the caller's own
+   * locality); undefined, or a caller without a region: off.
+   */
+  readonly locality?: LocalityConfig;
+  /** Slow start (proto `slowStart`); undefined: off. ROUND_ROBIN and LEAST_REQUEST only. */
+  readonly slowStart?: SlowStartConfig;
 }
 
 /** What balancers take from the outside world, injected so tests are deterministic. */
@@ -67,6 +104,12 @@ export interface BalancerDeps {
   readonly now: () => number;
   /** Uniform in [0, 1). */
   readonly random: () => number;
+  /**
+   * Milliseconds since the Unix epoch (wall clock); default `Date.now`. Read once per balancer
+   * build, to place endpoints' `readySince` (wall clock, from the control plane) on `now` for
+   * slow start.
+   */
+  readonly wallNow?: () => number;
 }
 
 /** Builds balancers of one policy. */
@@ -88,12 +131,13 @@ export interface BalancerFactory {
 const FACTORIES: ReadonlyMap<LoadBalancerPolicy, BalancerFactory> = new Map([
   [roundRobinFactory.policy, roundRobinFactory],
   [leastRequestFactory.policy, leastRequestFactory],
+  [ringHashFactory.policy, ringHashFactory],
 ]);
 
 /**
  * The policy `createBalancer` will run for `policy`: UNSPECIFIED means LEAST_REQUEST, and a policy
- * with no registered factory (RING_HASH until the ring lands) degrades to LEAST_REQUEST so the
- * cluster keeps serving.
+ * with no registered factory (an enum value newer than this sidecar) degrades to LEAST_REQUEST so
+ * the cluster keeps serving.
  */
 export function effectivePolicy(policy: LoadBalancerPolicy): LoadBalancerPolicy {
   return FACTORIES.has(policy) ? policy : LoadBalancerPolicy.LEAST_REQUEST;
@@ -150,8 +194,10 @@ function meanLatency(states: readonly EndpointState[], now: number): number | un
  * Builds the balancer for one cluster snapshot. Call once per update, never per request.
  * `previous` is the cluster's current balancer, of any policy: its endpoint states are carried
  * over (see `reconcileEndpoints`) — they hold nothing algorithm-specific, and resetting in-flight
- * counts on a policy switch would misjudge load. Never throws for any assignment; an empty one
- * gives a balancer whose `pick` returns undefined.
+ * counts on a policy switch would misjudge load — and a ring whose membership is unchanged is
+ * reused. With `config.locality` (and a caller region) the result is a `LocalityBalancer` running
+ * the policy per tier. Never throws for any assignment; an empty one gives a balancer whose `pick`
+ * returns undefined.
  */
 export function createBalancer(
   config: BalancerConfig,
@@ -164,10 +210,57 @@ export function createBalancer(
   const states = reconcileEndpoints(endpoints, deps, previous?.endpoints);
   const min = config.minHealthPercent ?? 0;
   const minHealthPercent = min > 0 ? Math.min(min, 100) : 0;
-  return factory.create(
-    states,
-    { ...config, policy, minHealthPercent },
-    deps,
-    previous?.policy === policy ? previous : undefined,
-  );
+  const normalized: BalancerConfig = { ...config, policy, minHealthPercent };
+  const samePolicy = previous?.policy === policy ? previous : undefined;
+  const locality = config.locality;
+  if (locality !== undefined && locality.caller.region !== "")
+    return new LocalityBalancer(states, locality, factory, normalized, deps, samePolicy);
+  return factory.create(states, normalized, deps, samePolicy);
+}
+
+/** What `balancerConfigFrom` needs besides the policy itself. */
+export interface BalancerConfigOptions {
+  /** Where this sidecar runs (`--locality`); without it (or without a region) locality preference is off. */
+  readonly callerLocality?: EndpointLocality | undefined;
+  /** The resilience layer's `OutlierDetection.minHealthPercent`, once it enforces it; default 0. */
+  readonly minHealthPercent?: number | undefined;
+}
+
+/**
+ * The `BalancerConfig` for a cluster's proto `LoadBalancer` (undefined: the defaults). Maps
+ * `policy`, `minimumRingSize` (default 1024), `locality` (on when present unless `enabled` is
+ * false; needs `options.callerLocality`) and `slowStart` (window in ms; `aggression` and
+ * `minWeightPercent` as given, defaults applied by slow-start.ts). `hashOn` is not balancer config:
+ * pass it to `compileHashKey` and hand its result's key to `pick`. Pure; never throws.
+ */
+export function balancerConfigFrom(
+  spec: LoadBalancerSpec | undefined,
+  options: BalancerConfigOptions = {},
+): BalancerConfig {
+  const locality = spec?.locality;
+  const caller = options.callerLocality;
+  const slow = spec?.slowStart;
+  const windowMs = durationMs(slow?.window);
+  return {
+    policy: spec?.policy ?? LoadBalancerPolicy.UNSPECIFIED,
+    minHealthPercent: options.minHealthPercent ?? 0,
+    minimumRingSize: spec?.minimumRingSize ?? DEFAULT_MINIMUM_RING_SIZE,
+    ...(locality !== undefined && locality.enabled !== false && caller !== undefined && caller.region !== ""
+      ? {
+          locality: {
+            caller: { region: caller.region, zone: caller.zone, subzone: caller.subzone },
+            failover: locality.failover.map((f) => ({ from: f.from, to: f.to })),
+          },
+        }
+      : {}),
+    ...(slow !== undefined && windowMs !== undefined
+      ? {
+          slowStart: {
+            windowMs,
+            ...(slow.aggression !== undefined ? { aggression: slow.aggression } : {}),
+            ...(slow.minWeightPercent !== undefined ? { minWeightPercent: slow.minWeightPercent } : {}),
+          },
+        }
+      : {}),
+  };
 }

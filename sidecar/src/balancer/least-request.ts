@@ -14,12 +14,15 @@
  *  3. Sample a second candidate, distinct from the first, the same way. None left → the first.
  *  4. Cost = (outstanding + 1) × latency estimate ÷ weight. The +1 prices the request being placed,
  *     so an idle slow endpoint still costs its latency; weight 1 (the default) leaves the plain
- *     Finagle cost. A slow endpoint loses even at equal outstanding.
+ *     Finagle cost. A slow endpoint loses even at equal outstanding. During slow start the weight
+ *     is the ramped one (weight × factor, see slow-start.ts): a newcomer looks dearer, so it wins
+ *     fewer comparisons until its window ends.
  *  5. Return the cheaper one; on a tie, the one with fewer requests in flight, then the first.
  */
 import { LoadBalancerPolicy } from "@trellis/proto/gen/trellis/v1/traffic_policy_pb";
 import type { BalancerConfig, BalancerDeps, BalancerFactory, LoadBalancer, PickContext } from "./balancer.js";
 import type { EndpointState } from "./endpoint-state.js";
+import { createSlowStart, type SlowStart } from "./slow-start.js";
 import { UsableSet } from "./usable-set.js";
 
 /** Random draws per sample before falling back to a scan (step 2 with many keys excluded). */
@@ -31,11 +34,20 @@ export class LeastRequestBalancer implements LoadBalancer {
   readonly endpoints: readonly EndpointState[];
   private readonly usable: UsableSet;
   private readonly deps: BalancerDeps;
+  /** The slow-start ramp; undefined when off or when no endpoint ramps. */
+  private readonly ramp: SlowStart | undefined;
+  /** With a ramp: each candidate's ramped weight, by index in the candidate list. */
+  private weights = new Float64Array(0);
+  /** The candidate-list version `weights` was computed for. */
+  private weightsFor = -1;
+  /** Clock time at which `weights` are next refreshed (see `SlowStart.nextStepMs`). */
+  private weightsDueAt = Number.POSITIVE_INFINITY;
 
   constructor(endpoints: readonly EndpointState[], config: BalancerConfig, deps: BalancerDeps) {
     this.endpoints = endpoints;
     this.usable = new UsableSet(endpoints, config.minHealthPercent ?? 0);
     this.deps = deps;
+    this.ramp = createSlowStart(config.slowStart, endpoints, deps);
   }
 
   get panicking(): boolean {
@@ -60,10 +72,26 @@ export class LeastRequestBalancer implements LoadBalancer {
     const b = this.sample(list, exclude, a);
     if (b < 0) return first;
     const second = list[b]!;
-    const costA = cost(first, now);
-    const costB = cost(second, now);
+    let weightA = first.data.weight;
+    let weightB = second.data.weight;
+    if (this.ramp !== undefined) {
+      if (this.weightsFor !== this.usable.version || now >= this.weightsDueAt) this.reweigh(list, now);
+      weightA = this.weights[a]!;
+      weightB = this.weights[b]!;
+    }
+    const costA = cost(first, now, weightA);
+    const costB = cost(second, now, weightB);
     if (costB < costA || (costB === costA && second.outstanding < first.outstanding)) return second;
     return first;
+  }
+
+  /** Refreshes the candidates' ramped weights (slow start; see slow-start.ts). */
+  private reweigh(list: readonly EndpointState[], now: number): void {
+    const ramp = this.ramp!;
+    if (this.weights.length < list.length) this.weights = new Float64Array(list.length);
+    for (let i = 0; i < list.length; i++) this.weights[i] = ramp.weight(list[i]!, now);
+    this.weightsFor = this.usable.version;
+    this.weightsDueAt = ramp.nextStepMs(now);
   }
 
   /**
@@ -97,9 +125,13 @@ export class LeastRequestBalancer implements LoadBalancer {
   }
 }
 
-/** Step 4: the expected wait for one more request on `s`, per unit of weight. */
-function cost(s: EndpointState, now: number): number {
-  return ((s.outstanding + 1) * s.latencyMs(now)) / s.data.weight;
+/**
+ * Step 4: the expected wait for one more request on `s`, per unit of `weight`. A weight of 0 (a
+ * ramp starting at minWeightPercent 0) costs +∞ rather than NaN (0 ms ÷ 0), which would win.
+ */
+function cost(s: EndpointState, now: number, weight: number): number {
+  const load = (s.outstanding + 1) * s.latencyMs(now);
+  return weight > 0 ? load / weight : Number.POSITIVE_INFINITY;
 }
 
 /** Builds `LeastRequestBalancer`s; all their state lives in the endpoint states. */

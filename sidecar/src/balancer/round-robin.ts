@@ -6,11 +6,21 @@
  * The cycle is precomputed as a schedule when the candidate list changes, so a pick is one array
  * step instead of nginx's O(n) scan. With equal weights the schedule is the candidate list itself:
  * a plain rotation.
+ *
+ * Slow start (see slow-start.ts): while an endpoint ramps, the weights are its weight × ramp factor
+ * at a resolution of 1/RAMP_RESOLUTION, re-evaluated every window/SLOW_START_STEPS (at the
+ * first pick after that time), and the schedule is rebuilt when they changed. A pick between two
+ * steps stays one array step; once every ramp has ended the weights are the plain ones again and
+ * nothing is re-evaluated.
  */
 import { LoadBalancerPolicy } from "@trellis/proto/gen/trellis/v1/traffic_policy_pb";
 import type { BalancerConfig, BalancerDeps, BalancerFactory, LoadBalancer, PickContext } from "./balancer.js";
 import type { EndpointState } from "./endpoint-state.js";
-import { UsableSet } from "./usable-set.js";
+import { createSlowStart, type SlowStart } from "./slow-start.js";
+import { allExcluded, UsableSet } from "./usable-set.js";
+
+/** While ramping, weights are `weight × factor × RAMP_RESOLUTION`, rounded (at least 1). */
+const RAMP_RESOLUTION = 100;
 
 /**
  * Upper bound on the schedule length for `n` endpoints: weights whose exact cycle would be longer
@@ -66,14 +76,21 @@ export class RoundRobinBalancer implements LoadBalancer {
   readonly endpoints: readonly EndpointState[];
   private readonly usable: UsableSet;
   private readonly deps: BalancerDeps;
+  /** The slow-start ramp; undefined when off or when no endpoint ramps. */
+  private readonly ramp: SlowStart | undefined;
   private schedule: EndpointState[] = [];
+  /** The weights `schedule` was built from, by candidate index. */
+  private weights: number[] = [];
   private builtFor = -1;
+  /** Clock time of the next ramp re-evaluation; +∞ when nothing ramps. */
+  private rampCheckAt = Number.POSITIVE_INFINITY;
   private cursor = 0;
 
   constructor(endpoints: readonly EndpointState[], config: BalancerConfig, deps: BalancerDeps) {
     this.endpoints = endpoints;
     this.usable = new UsableSet(endpoints, config.minHealthPercent ?? 0);
     this.deps = deps;
+    this.ramp = createSlowStart(config.slowStart, endpoints, deps);
   }
 
   get panicking(): boolean {
@@ -85,9 +102,10 @@ export class RoundRobinBalancer implements LoadBalancer {
    * endpoint's turn is skipped), or plainly the next when every candidate was tried.
    */
   pick(ctx: PickContext): EndpointState | undefined {
-    const list = this.usable.list(this.deps.now());
+    const now = this.deps.now();
+    const list = this.usable.list(now);
     if (list.length === 0) return undefined;
-    if (this.builtFor !== this.usable.version) this.rebuild(list);
+    if (this.builtFor !== this.usable.version || now >= this.rampCheckAt) this.rebuild(list, now);
     const schedule = this.schedule;
     const period = schedule.length;
     const exclude = ctx.exclude;
@@ -108,20 +126,29 @@ export class RoundRobinBalancer implements LoadBalancer {
   }
 
   /**
-   * Recomputes the schedule for a new candidate list. The cycle starts at a random position so
-   * that many sidecars built from the same snapshot do not all hit the first endpoint together.
+   * Recomputes the schedule for a new candidate list or a ramp step. The cycle starts at a random
+   * position so that many sidecars built from the same snapshot do not all hit the first endpoint
+   * together. A ramp step that leaves the weights as they were keeps the schedule and its cursor.
    */
-  private rebuild(list: readonly EndpointState[]): void {
-    const order = smoothSchedule(list.map((s) => s.data.weight));
+  private rebuild(list: readonly EndpointState[], now: number): void {
+    const ramp = this.ramp?.active(now) === true ? this.ramp : undefined;
+    const weights =
+      ramp === undefined
+        ? list.map((s) => s.data.weight)
+        : list.map((s) => Math.max(1, Math.round(ramp.weight(s, now) * RAMP_RESOLUTION)));
+    this.rampCheckAt = ramp === undefined ? Number.POSITIVE_INFINITY : ramp.nextStepMs(now);
+    if (this.builtFor === this.usable.version && sameNumbers(weights, this.weights)) return;
+    this.weights = weights;
+    const order = smoothSchedule(weights);
     this.schedule = order.map((i) => list[i]!);
     this.cursor = Math.min(order.length - 1, Math.floor(this.deps.random() * order.length));
     this.builtFor = this.usable.version;
   }
 }
 
-function allExcluded(list: readonly EndpointState[], exclude: ReadonlySet<string>): boolean {
-  if (exclude.size < list.length) return false;
-  for (let i = 0; i < list.length; i++) if (!exclude.has(list[i]!.key)) return false;
+function sameNumbers(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }
 

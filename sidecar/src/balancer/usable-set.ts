@@ -82,3 +82,13 @@ function sameList(a: readonly EndpointState[], b: readonly EndpointState[]): boo
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }
+
+/**
+ * True when every endpoint of `list` has its key in `exclude` (the attempts of one request): the
+ * balancers then allow a repeat rather than failing the attempt.
+ */
+export function allExcluded(list: readonly EndpointState[], exclude: ReadonlySet<string>): boolean {
+  if (exclude.size < list.length) return false;
+  for (let i = 0; i < list.length; i++) if (!exclude.has(list[i]!.key)) return false;
+  return true;
+}

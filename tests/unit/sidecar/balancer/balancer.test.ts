@@ -5,10 +5,12 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { type Endpoint, EndpointSchema } from "@trellis/proto/gen/trellis/v1/resources_pb";
-import { LoadBalancerPolicy } from "@trellis/proto/gen/trellis/v1/traffic_policy_pb";
+import { LoadBalancerPolicy, LoadBalancerSchema } from "@trellis/proto/gen/trellis/v1/traffic_policy_pb";
 import { HealthStatus } from "@trellis/proto/gen/trellis/v1/workload_pb";
 import {
+  type BalancerConfig,
   type BalancerDeps,
+  balancerConfigFrom,
   createBalancer,
   effectivePolicy,
   type LoadBalancer,
@@ -58,11 +60,12 @@ describe("createBalancer: policy", () => {
     [LoadBalancerPolicy.UNSPECIFIED, LoadBalancerPolicy.LEAST_REQUEST],
     [LoadBalancerPolicy.LEAST_REQUEST, LoadBalancerPolicy.LEAST_REQUEST],
     [LoadBalancerPolicy.ROUND_ROBIN, LoadBalancerPolicy.ROUND_ROBIN],
-    // No ring yet: the cluster keeps serving with the default rather than failing.
-    [LoadBalancerPolicy.RING_HASH, LoadBalancerPolicy.LEAST_REQUEST],
+    [LoadBalancerPolicy.RING_HASH, LoadBalancerPolicy.RING_HASH],
+    // An enum value newer than this sidecar: the cluster keeps serving with the default.
+    [99 as LoadBalancerPolicy, LoadBalancerPolicy.LEAST_REQUEST],
   ];
   for (const [asked, used] of cases) {
-    it(`${LoadBalancerPolicy[asked]} runs ${LoadBalancerPolicy[used]}`, () => {
+    it(`${LoadBalancerPolicy[asked] ?? asked} runs ${LoadBalancerPolicy[used]}`, () => {
       assert.equal(effectivePolicy(asked), used);
       assert.equal(createBalancer({ policy: asked }, [endpoint(1)], testDeps().deps).policy, used);
     });
@@ -206,4 +209,75 @@ describe("createBalancer: panic mode", () => {
     lb.pick({});
     assert.ok(!lb.panicking);
   });
+});
+
+describe("balancerConfigFrom", () => {
+  const caller = { region: "us-east", zone: "us-east-1a", subzone: "" };
+  const cases: Array<
+    [
+      name: string,
+      spec: MessageInitShape<typeof LoadBalancerSchema> | undefined,
+      options: Parameters<typeof balancerConfigFrom>[1],
+      expected: BalancerConfig,
+    ]
+  > = [
+    [
+      "no policy: the defaults",
+      undefined,
+      {},
+      { policy: LoadBalancerPolicy.UNSPECIFIED, minHealthPercent: 0, minimumRingSize: 1024 },
+    ],
+    [
+      "ring hash with its ring size and the panic threshold",
+      { policy: LoadBalancerPolicy.RING_HASH, minimumRingSize: 4096 },
+      { minHealthPercent: 50 },
+      { policy: LoadBalancerPolicy.RING_HASH, minHealthPercent: 50, minimumRingSize: 4096 },
+    ],
+    [
+      "locality with the caller's locality and failover rules",
+      { locality: { failover: [{ from: "us-east", to: "eu-west" }] } },
+      { callerLocality: caller },
+      {
+        policy: LoadBalancerPolicy.UNSPECIFIED,
+        minHealthPercent: 0,
+        minimumRingSize: 1024,
+        locality: { caller, failover: [{ from: "us-east", to: "eu-west" }] },
+      },
+    ],
+    [
+      "locality disabled",
+      { locality: { enabled: false } },
+      { callerLocality: caller },
+      { policy: LoadBalancerPolicy.UNSPECIFIED, minHealthPercent: 0, minimumRingSize: 1024 },
+    ],
+    [
+      "locality without a caller locality: off",
+      { locality: {} },
+      {},
+      { policy: LoadBalancerPolicy.UNSPECIFIED, minHealthPercent: 0, minimumRingSize: 1024 },
+    ],
+    [
+      "slow start with its window in ms",
+      { policy: LoadBalancerPolicy.ROUND_ROBIN, slowStart: { window: { seconds: 30n }, aggression: 2 } },
+      {},
+      {
+        policy: LoadBalancerPolicy.ROUND_ROBIN,
+        minHealthPercent: 0,
+        minimumRingSize: 1024,
+        slowStart: { windowMs: 30_000, aggression: 2 },
+      },
+    ],
+    [
+      "slow start without a window: off",
+      { slowStart: { minWeightPercent: 5 } },
+      {},
+      { policy: LoadBalancerPolicy.UNSPECIFIED, minHealthPercent: 0, minimumRingSize: 1024 },
+    ],
+  ];
+  for (const [name, spec, options, expected] of cases) {
+    it(name, () => {
+      const message = spec === undefined ? undefined : create(LoadBalancerSchema, spec);
+      assert.deepEqual(balancerConfigFrom(message, options), expected);
+    });
+  }
 });
