@@ -8,6 +8,7 @@ import { registerAnalyze } from "./commands/analyze.js";
 import { registerApply } from "./commands/apply.js";
 import { registerControlPlane } from "./commands/control-plane.js";
 import { registerDelete } from "./commands/delete.js";
+import { registerDev } from "./commands/dev.js";
 import { registerGet } from "./commands/get.js";
 import { registerProxyConfig } from "./commands/proxy-config.js";
 import { registerStatus } from "./commands/status.js";
@@ -30,6 +31,7 @@ export function buildProgram(io: CliIo): Command {
   // How the admin verbs reach the control plane (cli/client.ts).
   addConnectionOptions(program);
   registerControlPlane(program);
+  registerDev(program, io);
   registerValidate(program, io);
   registerApply(program, io);
   registerGet(program, io);

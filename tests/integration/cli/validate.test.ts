@@ -123,6 +123,7 @@ describe("trellis validate", () => {
       "apply",
       "control-plane",
       "delete",
+      "dev",
       "get",
       "help",
       "proxy-config",
