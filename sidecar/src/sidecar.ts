@@ -6,12 +6,18 @@
  * and outbound listeners → discovery client (register, subscribe: listeners, clusters and
  * endpoints of everything meant for us; routes on demand) → `listening` log line with every port.
  * Ready once the inbound listener config is held and the listeners are bound. Never ready, and
- * refusing traffic, before the first config.
+ * refusing traffic, before the first config: the outbound answers 503 `no_healthy_upstream`; the
+ * inbound holds a request up to the subscribe timeout for its config (a new replica is published
+ * to callers as soon as it registers, usually a few ms before its own config lands), then refuses
+ * it — REFUSED_STREAM on the mesh hop, which the caller may safely retry elsewhere (RFC 9113 §8.7),
+ * 503 `no_healthy_upstream` on HTTP/1.
  *
  * Stop (SIGTERM): deregister → readiness fails → keep accepting for `drainDelayMs` while answering
  * with `Connection: close` / GOAWAY → wait for requests in flight up to `drainTimeoutMs` → close.
  */
 
+import type * as http from "node:http";
+import * as http2 from "node:http2";
 import type { Socket } from "node:net";
 import { hostname } from "node:os";
 import { enumFromToken } from "@trellis/proto/enum-tokens";
@@ -25,10 +31,11 @@ import { createStatsServer } from "./admin/stats-server.js";
 import type { SidecarConfig } from "./config/flags.js";
 import type { LocalReplyReason } from "./metrics/labels.js";
 import { SidecarMetrics } from "./metrics/sidecar-metrics.js";
-import { AppClient } from "./proxy/app-client.js";
+import { AppClient, type DownstreamRequest, type DownstreamResponse } from "./proxy/app-client.js";
 import { Frontend } from "./proxy/frontend.js";
 import type { ProxyHooks } from "./proxy/hooks.js";
 import { InboundProxy } from "./proxy/inbound.js";
+import { isGrpc, sendLocalReply } from "./proxy/local-reply.js";
 import { H2cTransport } from "./proxy/mesh-transport.js";
 import { OutboundProxy } from "./proxy/outbound.js";
 import { loadPersistedConfig, savePersistedConfig } from "./runtime/persisted-config.js";
@@ -37,6 +44,12 @@ import { SUPPORTED_KINDS } from "./runtime/supported.js";
 import { XdsClient } from "./xds/client.js";
 
 export const SIDECAR_VERSION = "0.1.0";
+
+/** Settings beyond SidecarConfig (see cli/main.ts). */
+export interface SidecarOptions {
+  /** Where the app listens (default 127.0.0.1): the local hop and rewritten probes go there. */
+  appAddress?: string;
+}
 
 export interface BoundPorts {
   inbound: number;
@@ -50,7 +63,7 @@ export class Sidecar {
   private readonly builder: RuntimeBuilder;
   readonly metrics = new SidecarMetrics();
   private readonly transport = new H2cTransport();
-  private readonly app = new AppClient();
+  private readonly app: AppClient;
   private readonly inboundProxy: InboundProxy;
   private readonly outboundProxy: OutboundProxy;
   private readonly inbound: Frontend;
@@ -62,15 +75,33 @@ export class Sidecar {
   private readonly subscribedRoutes = new Set<string>();
   private saveTimer: NodeJS.Timeout | undefined;
   private bound = false;
+  /** Inbound requests waiting for the first inbound config. */
+  private readonly inboundWaiters: ((ready: boolean) => void)[] = [];
+  private readonly proxyHooks: ProxyHooks;
   private draining = false;
   ports: BoundPorts = { inbound: 0, outbound: 0, admin: 0, stats: 0 };
 
   constructor(
     private readonly config: SidecarConfig,
     private readonly log: pino.Logger,
+    private readonly options: SidecarOptions = {},
   ) {
-    this.builder = new RuntimeBuilder({ now: () => performance.now(), random: Math.random });
+    this.app = new AppClient(options.appAddress !== undefined ? { host: options.appAddress } : {});
+    this.builder = new RuntimeBuilder({
+      now: () => performance.now(),
+      random: Math.random,
+      ...(config.locality !== undefined
+        ? {
+            locality: {
+              region: config.locality.region,
+              zone: config.locality.zone ?? "",
+              subzone: config.locality.subzone ?? "",
+            },
+          }
+        : {}),
+    });
     const hooks = this.hooks();
+    this.proxyHooks = hooks;
     this.inboundProxy = new InboundProxy({ runtime: () => this.runtime?.inbound, app: this.app, hooks });
     this.outboundProxy = new OutboundProxy({
       runtime: () => this.runtime,
@@ -86,11 +117,13 @@ export class Sidecar {
       maxHeaderBytes: config.maxHeaderBytes,
       maxHeaders: config.maxHeaders,
       idleTimeoutMs: config.downstreamIdleTimeoutMs,
+      // The frontend's own refusals (malformed requests, header timeouts) count as local replies.
+      onLocalReply: (reason: "bad_request") => this.metrics.localReply(reason),
     };
     this.inbound = new Frontend({
       name: "inbound",
       ...common,
-      onRequest: this.inboundProxy.handle,
+      onRequest: this.inboundRequest,
       onStreamConnect: this.inboundProxy.handleConnect,
     });
     this.outbound = new Frontend({
@@ -105,6 +138,44 @@ export class Sidecar {
   /** Ready: the inbound config is held, the listeners are bound, and we are not draining. */
   ready(): boolean {
     return this.bound && !this.draining && this.runtime?.inbound !== undefined;
+  }
+
+  /**
+   * The inbound request handler: straight to the inbound proxy once the inbound config is held;
+   * before that, held (up to the subscribe timeout) until it arrives, then refused — see the file
+   * comment.
+   */
+  private readonly inboundRequest = (req: DownstreamRequest, res: DownstreamResponse): void => {
+    if (this.runtime?.inbound !== undefined) {
+      this.inboundProxy.handle(req, res);
+      return;
+    }
+    const started = performance.now();
+    const timer = setTimeout(() => settle(false), this.config.subscribeTimeoutMs);
+    const settle = (ready: boolean) => {
+      clearTimeout(timer);
+      const i = this.inboundWaiters.indexOf(settle);
+      if (i >= 0) this.inboundWaiters.splice(i, 1);
+      if (ready) this.inboundProxy.handle(req, res);
+      else this.refuseInbound(req, res, started);
+    };
+    this.inboundWaiters.push(settle);
+  };
+
+  private refuseInbound(req: DownstreamRequest, res: DownstreamResponse, started: number): void {
+    const stream = (req as http2.Http2ServerRequest).stream as http2.ServerHttp2Stream | undefined;
+    if (stream !== undefined) {
+      if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    (res as http.ServerResponse).shouldKeepAlive = false;
+    const status = sendLocalReply(
+      res,
+      isGrpc(req.headers["content-type"]),
+      "no_healthy_upstream",
+      "the sidecar has no configuration yet",
+    );
+    this.proxyHooks.inbound(undefined, status, "no_healthy_upstream", started, 0);
   }
 
   private hooks(): ProxyHooks {
@@ -159,11 +230,14 @@ export class Sidecar {
       configDump: () => this.configDump(),
       clusters: () => this.clustersDump(),
     });
-    this.stats = createStatsServer({
-      ready: () => this.ready(),
-      metrics: () => this.metrics.scrape(),
-      appPorts: () => c.appPorts.map((p) => p.port),
-    });
+    this.stats = createStatsServer(
+      {
+        ready: () => this.ready(),
+        metrics: () => this.metrics.scrape(),
+        appPorts: () => c.appPorts.map((p) => p.port),
+      },
+      this.options.appAddress !== undefined ? { appHost: this.options.appAddress } : {},
+    );
     this.ports.admin = await this.admin.listen(c.adminPort);
     this.ports.stats = await this.stats.listen(c.statsPort);
     this.ports.inbound = await this.inbound.listen(c.inboundPort, "0.0.0.0");
@@ -193,6 +267,7 @@ export class Sidecar {
       onResources: (u) => {
         const rejected = this.builder.apply(u.typeUrl, u.resources, u.removed, u.notFound);
         this.runtime = this.builder.build();
+        if (this.runtime.inbound !== undefined) this.wakeInbound(true);
         this.metrics.configUpdates.labels(typeName(u.typeUrl), rejected.length > 0 ? "nack" : "ack").inc();
         if (rejected.length > 0) this.log.warn({ type: u.typeUrl, rejected }, "rejected config");
         else this.metrics.configApplied();
@@ -247,6 +322,10 @@ export class Sidecar {
       list.push(done);
       this.routeWaiters.set(name, list);
     });
+  }
+
+  private wakeInbound(ready: boolean): void {
+    for (const w of this.inboundWaiters.splice(0)) w(ready);
   }
 
   private wake(name: string): void {
@@ -321,6 +400,7 @@ export class Sidecar {
 
   /** Closes everything at once. */
   async stop(): Promise<void> {
+    this.wakeInbound(false);
     this.xds?.stop();
     await Promise.all([this.inbound.close(), this.outbound.close()]);
     await Promise.all([this.transport.close(), this.app.close(), this.outboundProxy.close()]);

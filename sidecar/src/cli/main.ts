@@ -5,10 +5,11 @@
  */
 
 import { TrellisError } from "@trellis/proto/errors";
-import { Command } from "commander";
+import { Command, Option } from "commander";
 import { pino } from "pino";
 import { type RunOptionValues, registerRunOptions, resolveSidecarConfig } from "../config/flags.js";
-import { SIDECAR_VERSION, Sidecar } from "../sidecar.js";
+import { parseIp, SettingProblem } from "../config/values.js";
+import { SIDECAR_VERSION, Sidecar, type SidecarOptions } from "../sidecar.js";
 
 const program = new Command("trellis-sidecar")
   .description("Trellis sidecar proxy (data plane)")
@@ -21,13 +22,24 @@ const run = program
     "run the sidecar beside one workload (explicit capture: the app uses the outbound port as its HTTP proxy)",
   );
 registerRunOptions(run);
-run.action(async (opts: RunOptionValues) => {
+// Ours, beyond INTERFACES.md (docs/reference.md): where the app listens. In a pod that is loopback;
+// several instances on one host (VMs, tests) each give their app its own loopback address
+// (127.0.0.2, …) and keep one app port number, the one every replica registers. Kept here until
+// config/flags.ts takes it into SidecarConfig.
+run.addOption(
+  new Option(
+    "--app-address <ip>",
+    "address the app listens on, that inbound traffic is delivered to (default 127.0.0.1) [env TRELLIS_APP_ADDRESS]",
+  ).helpGroup("Ports:"),
+);
+run.action(async (opts: RunOptionValues & { appAddress?: string }) => {
   const config = resolveSidecarConfig(opts, process.env);
+  const options = sidecarOptions(opts.appAddress ?? process.env.TRELLIS_APP_ADDRESS);
   const log = pino(
     { name: "trellis-sidecar", level: config.logLevel, base: { pid: process.pid, proxy: config.proxyId } },
     pino.destination(2),
   );
-  const sidecar = new Sidecar(config, log);
+  const sidecar = new Sidecar(config, log, options);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -53,6 +65,18 @@ run.action(async (opts: RunOptionValues) => {
     throw err;
   }
 });
+
+/** The settings not (yet) in SidecarConfig; a bad value fails like any bad flag. */
+function sidecarOptions(appAddress: string | undefined): SidecarOptions {
+  if (appAddress === undefined || appAddress.trim() === "") return {};
+  try {
+    return { appAddress: parseIp(appAddress) };
+  } catch (err) {
+    if (err instanceof SettingProblem)
+      throw new TrellisError("TRELLIS_ERR_CONFIG", `--app-address ${err.message}`);
+    throw err;
+  }
+}
 
 try {
   await program.parseAsync(process.argv);

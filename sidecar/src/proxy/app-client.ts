@@ -11,10 +11,10 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
 import * as http from "node:http";
 import * as http2 from "node:http2";
-import { pipeline } from "node:stream";
+import { PassThrough, pipeline, type Readable, type Writable } from "node:stream";
 import { Pool } from "undici";
 import type { HeaderMap } from "./headers.js";
-import { forwardableFromObject } from "./headers.js";
+import { forwardableHeaders, forwardableResponseDistinct, forwardableResponseHeaders } from "./headers.js";
 import { classifyUpstreamError, type UpstreamFailure } from "./upstream-error.js";
 
 export type AppProtocol = "http" | "http2" | "grpc" | "tcp";
@@ -41,18 +41,121 @@ export function writeHead(res: DownstreamResponse, status: number, headers: Outg
   (res as http.ServerResponse).writeHead(status, headers);
 }
 
+/**
+ * Whether the caller's request carries a body: for HTTP/2, the HEADERS frame did not end the
+ * stream; for HTTP/1, Content-Length > 0 or Transfer-Encoding. Decided from the framing, never the
+ * method: a GET may carry a body, and a body dropped here would be lost silently.
+ */
+export function requestHasBody(req: DownstreamRequest): boolean {
+  const h2 = (req as http2.Http2ServerRequest).stream;
+  if (h2 !== undefined) return !h2.endAfterHeaders;
+  const cl = req.headers["content-length"];
+  return (cl !== undefined && cl !== "0") || req.headers["transfer-encoding"] !== undefined;
+}
+
+/**
+ * Streams the caller's request body into `dst` with backpressure. Not `pipeline()`, and `dst` must
+ * never own the caller's request: when the upstream stops taking the body early — an app that
+ * answers 401 or 413 before reading it, or a failure — pipeline would destroy the caller's
+ * request, which for HTTP/1 resets the socket before the client has read the answer (ECONNRESET
+ * instead of the 401), and for HTTP/2 turns the finished exchange into RST_STREAM(INTERNAL_ERROR).
+ * Instead the rest of the body is read and dropped: Node then keeps an HTTP/1 connection usable
+ * (as for any request whose handler did not read the body), and an HTTP/2 caller gets
+ * RST_STREAM(NO_ERROR) after the complete response (RFC 9113 §8.1). A caller that goes away is
+ * handled by whoever watches the response's `close`.
+ */
+export function pipeBody(req: DownstreamRequest, dst: Writable): void {
+  req.pipe(dst);
+  dst.once("close", () => {
+    if (req.complete) return;
+    req.unpipe(dst);
+    req.resume();
+  });
+}
+
+/**
+ * The caller's request body as a stream of its own, for clients that destroy the body stream they
+ * were given when the answer comes before the body is sent (undici does, on an early 401/413):
+ * that must not destroy the caller's request (see pipeBody).
+ */
+export function detachedBody(req: DownstreamRequest): Readable {
+  const body = new PassThrough();
+  pipeBody(req, body);
+  return body;
+}
+
+/**
+ * A response that is only headers, ended at once. For HTTP/2 callers the headers go out in one
+ * HEADERS frame with END_STREAM: a gRPC "trailers-only" reply (an error status with no message)
+ * must stay that way, because gRPC clients read grpc-status only from the final HEADERS frame —
+ * sent as HEADERS + an empty DATA frame, the status is lost and the client reports INTERNAL
+ * ("call ended without gRPC status"). The compat API sends END_STREAM with the headers only when
+ * they are written by `end()`, so they are set, not written, here.
+ */
+export function respondHeadersOnly(res: DownstreamResponse, status: number, headers: HeaderMap): void {
+  if ((res as http2.Http2ServerResponse).stream !== undefined) {
+    const r = res as http2.Http2ServerResponse;
+    r.statusCode = status;
+    for (const name in headers) r.setHeader(name, headers[name] as string | string[]);
+    r.end();
+    return;
+  }
+  (res as http.ServerResponse).writeHead(status, headers);
+  res.end();
+}
+
+/** True when an HTTP/2 HEADERS frame ended its stream (no body, no trailers follow). */
+export function endsStream(flags: number): boolean {
+  return (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
+}
+
+/**
+ * Header lines as received (flat `[name, value, …]`, any case: Node's `rawHeaders`) → lower-case
+ * name → every value in arrival order. Node's `headers` objects join repeated fields with ", "
+ * (cookies with "; "), which would change what the next hop sees; the raw lines keep each value.
+ * Null-prototype, so a field named `__proto__` is just a field.
+ */
+export function distinctHeaders(raw: readonly string[]): Record<string, string[]> {
+  const out = Object.create(null) as Record<string, string[]>;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    const list = out[name];
+    if (list === undefined) out[name] = [raw[i + 1] as string];
+    else list.push(raw[i + 1] as string);
+  }
+  return out;
+}
+
+/** Forwardable headers (hop-by-hop removed, duplicates kept as separate values) from raw lines. */
+export function forwardableRaw(raw: readonly string[], keepUpgrade = false): HeaderMap {
+  return forwardableHeaders(distinctHeaders(raw), keepUpgrade);
+}
+
+/** Forwardable response headers or trailers (also without TE) from raw lines. */
+export function forwardableResponseRaw(raw: readonly string[]): HeaderMap {
+  return forwardableResponseDistinct(distinctHeaders(raw));
+}
+
+/**
+ * Cookies split over several fields (HTTP/2 allows it, RFC 9113 §8.2.3) are joined with "; "
+ * before they go to an HTTP/1.1 app, which expects one Cookie line (RFC 6265 §5.4).
+ */
+function joinCookies(headers: HeaderMap): void {
+  const c = headers.cookie;
+  if (Array.isArray(c)) headers.cookie = c.join("; ");
+}
+
 export interface AppResult {
   status: number;
   failure?: UpstreamFailure;
   responseBytes: number;
 }
 
-const NO_BODY_METHODS = new Set(["GET", "HEAD", "DELETE", "OPTIONS", "TRACE"]);
-
 export class AppClient {
   private readonly pools = new Map<number, Pool>();
   private readonly h2 = new Map<number, http2.ClientHttp2Session>();
-  private readonly host: string;
+  /** Where the app listens (default 127.0.0.1). */
+  readonly host: string;
 
   constructor(private readonly opts: AppClientOptions = {}) {
     this.host = opts.host ?? "127.0.0.1";
@@ -131,22 +234,20 @@ export class AppClient {
       if (!req.complete) onClose();
     });
     headers.host = authority;
-    const hasBody =
-      !NO_BODY_METHODS.has(method) ||
-      headers["content-length"] !== undefined ||
-      headers["transfer-encoding"] !== undefined;
+    joinCookies(headers);
+    const hasBody = requestHasBody(req);
     return this.pool(port)
       .request({
         method: method as "GET",
         path,
         headers,
-        body: hasBody ? req : null,
+        body: hasBody ? detachedBody(req) : null,
         signal: ac.signal,
       })
       .then(
         (r) =>
           new Promise<AppResult>((resolve) => {
-            const out = forwardableFromObject(r.headers as IncomingHttpHeaders);
+            const out = forwardableResponseHeaders(r.headers as IncomingHttpHeaders);
             writeHead(res, r.statusCode, out);
             let bytes = 0;
             r.body.on("data", (c: Buffer) => {
@@ -174,6 +275,7 @@ export class AppClient {
     req: DownstreamRequest,
     res: DownstreamResponse,
   ): Promise<AppResult> {
+    joinCookies(headers);
     return new Promise((resolve) => {
       let connected = false;
       const up = http.request({
@@ -187,7 +289,7 @@ export class AppClient {
       up.on("socket", (s) => s.once("connect", () => (connected = true)));
       up.on("continue", () => (res as http.ServerResponse).writeContinue());
       up.on("response", (r) => {
-        writeHead(res, r.statusCode ?? 502, forwardableFromObject(r.headers));
+        writeHead(res, r.statusCode ?? 502, forwardableResponseRaw(r.rawHeaders));
         let bytes = 0;
         r.on("data", (c: Buffer) => {
           bytes += c.length;
@@ -202,7 +304,7 @@ export class AppClient {
       req.once("close", () => {
         if (!req.complete) up.destroy();
       });
-      req.pipe(up);
+      pipeBody(req, up);
     });
   }
 
@@ -225,15 +327,21 @@ export class AppClient {
         ":scheme": "http",
       });
       let responded = false;
-      stream.on("response", (h) => {
+      stream.on("response", (h, flags, raw) => {
         responded = true;
         const status = Number(h[":status"] ?? 502);
-        writeHead(res, status, forwardableFromObject(h));
+        if (endsStream(flags)) {
+          respondHeadersOnly(res, status, forwardableResponseRaw(raw));
+          stream.resume();
+          resolve({ status, responseBytes: 0 });
+          return;
+        }
+        writeHead(res, status, forwardableResponseRaw(raw));
         let bytes = 0;
         stream.on("data", (c: Buffer) => {
           bytes += c.length;
         });
-        stream.on("trailers", (t) => res.addTrailers(forwardableFromObject(t)));
+        stream.on("trailers", (_t, _flags, raw) => res.addTrailers(forwardableResponseRaw(raw)));
         pipeline(stream, res, () => resolve({ status, responseBytes: bytes }));
       });
       stream.on("error", (err) => {
@@ -248,7 +356,7 @@ export class AppClient {
       req.once("close", () => {
         if (!req.complete && !stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
       });
-      req.pipe(stream);
+      pipeBody(req, stream);
     });
   }
 

@@ -9,7 +9,14 @@
 import type * as http from "node:http";
 import * as http2 from "node:http2";
 import { connect as netConnect } from "node:net";
-import type { AppClient, AppProtocol, DownstreamRequest, DownstreamResponse } from "./app-client.js";
+import {
+  type AppClient,
+  type AppProtocol,
+  type DownstreamRequest,
+  type DownstreamResponse,
+  forwardableRaw,
+  forwardableResponseRaw,
+} from "./app-client.js";
 import {
   appendForwardedFor,
   ensureRequestId,
@@ -24,6 +31,9 @@ import { isGrpc, sendLocalReply } from "./local-reply.js";
 export const APP_PORT_HEADER = "x-trellis-port";
 /** The verified caller identity given to the app; any client-supplied value is removed. */
 export const PEER_IDENTITY_HEADER = "x-trellis-peer-identity";
+
+/** Largest handshake answer (status line and headers) read from an app's WebSocket upgrade. */
+const MAX_UPGRADE_HEAD = 64 * 1024;
 
 export interface InboundPort {
   port: number;
@@ -67,7 +77,7 @@ export class InboundProxy {
       hooks.inbound(undefined, status, "no_healthy_upstream", started, 0);
       return;
     }
-    const headers = forwardableFromObject(req.headers);
+    const headers = forwardableRaw(req.rawHeaders);
     const named = first(headers[APP_PORT_HEADER]);
     delete headers[APP_PORT_HEADER];
     delete headers[PEER_IDENTITY_HEADER];
@@ -125,10 +135,14 @@ export class InboundProxy {
       );
       return;
     }
-    const upstream = netConnect({ host: "127.0.0.1", port: target.port });
+    const upstream = netConnect({ host: this.deps.app.host, port: target.port });
+    // (The stream handler gets Node's joined header object: a repeated field arrives as one
+    // comma-joined line here. WebSocket handshakes repeat none that matter.)
     const fwd = forwardableFromObject(headers);
     delete fwd[APP_PORT_HEADER];
     delete fwd[PEER_IDENTITY_HEADER];
+    appendForwardedFor(fwd, stream.session?.socket?.remoteAddress);
+    ensureRequestId(fwd);
     let head = `GET ${headers[":path"] ?? "/"} HTTP/1.1\r\nhost: ${headers[":authority"] ?? "127.0.0.1"}\r\nconnection: Upgrade\r\nupgrade: websocket\r\n`;
     for (const [k, v] of Object.entries(fwd))
       for (const one of Array.isArray(v) ? v : [v]) head += `${k}: ${one}\r\n`;
@@ -138,19 +152,28 @@ export class InboundProxy {
     const onData = (chunk: Buffer) => {
       buffered = Buffer.concat([buffered, chunk]);
       const end = buffered.indexOf("\r\n\r\n");
-      if (end < 0) return;
+      if (end < 0) {
+        // An app that never finishes its handshake answer must not grow our memory.
+        if (buffered.length > MAX_UPGRADE_HEAD) {
+          upstream.destroy();
+          stream.respond(
+            { ":status": 502, "x-trellis-error": "upstream_protocol_error" },
+            { endStream: true },
+          );
+        }
+        return;
+      }
       upstream.off("data", onData);
       const [statusLine = "", ...lines] = buffered.subarray(0, end).toString("latin1").split("\r\n");
       const status = Number(statusLine.split(" ")[1]);
       const rest = buffered.subarray(end + 4);
-      const out: http2.OutgoingHttpHeaders = {};
+      const raw: string[] = [];
       for (const l of lines) {
         const i = l.indexOf(":");
-        if (i <= 0) continue;
-        const k = l.slice(0, i).trim().toLowerCase();
-        if (k === "connection" || k === "upgrade") continue;
-        out[k] = l.slice(i + 1).trim();
+        if (i > 0) raw.push(l.slice(0, i).trim(), l.slice(i + 1).trim());
       }
+      // Connection, Upgrade and the other hop-by-hop fields are the app hop's; duplicates kept.
+      const out: http2.OutgoingHttpHeaders = forwardableResponseRaw(raw);
       if (status !== 101) {
         stream.respond({ ...out, ":status": Number.isFinite(status) ? status : 502 }, { endStream: true });
         upstream.destroy();

@@ -13,7 +13,9 @@
  *  4. Headers: hop-by-hop stripped, route edits, X-Forwarded-For, x-request-id, the app port for
  *     the peer; then one HTTP/2 stream on the mesh transport; bodies and trailers stream both ways.
  */
+
 import type * as http from "node:http";
+import { STATUS_CODES } from "node:http";
 import * as http2 from "node:http2";
 import { connect as netConnect, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
@@ -30,17 +32,26 @@ import { type CompiledRule, type RouteTable, servicePortFor } from "../routing/r
 import { pickCluster } from "../routing/weighted.js";
 import type { ClusterRuntime, RuntimeConfig } from "../runtime/runtime-config.js";
 import type { DownstreamRequest, DownstreamResponse } from "./app-client.js";
-import { writeHead } from "./app-client.js";
+import {
+  detachedBody,
+  endsStream,
+  forwardableRaw,
+  forwardableResponseRaw,
+  pipeBody,
+  requestHasBody,
+  respondHeadersOnly,
+  writeHead,
+} from "./app-client.js";
 import {
   appendForwardedFor,
   ensureRequestId,
   first,
-  forwardableFromObject,
+  forwardableResponseHeaders,
   type HeaderMap,
 } from "./headers.js";
-import type { ProxyHooks } from "./hooks.js";
+import type { OutboundRecord, ProxyHooks } from "./hooks.js";
 import { APP_PORT_HEADER } from "./inbound.js";
-import { isGrpc, type LocalReason, sendLocalReply } from "./local-reply.js";
+import { isGrpc, type LocalReason, REASON_STATUS, sendLocalReply } from "./local-reply.js";
 import type { MeshTransport } from "./mesh-transport.js";
 import { classifyUpstreamError } from "./upstream-error.js";
 
@@ -127,21 +138,10 @@ export class OutboundProxy {
     // 2.
     let table = rt.routes.lookup(auth.host, auth.port);
     if (table === undefined) {
-      const routeName = serviceNameForHost(auth.host, this.deps.namespace);
-      if (routeName !== undefined && !rt.notFound.has(routeName)) {
-        await this.deps.resolve(routeName);
-        rt = this.deps.runtime() ?? rt;
-        table = rt.routes.lookup(auth.host, auth.port);
-        if (table === undefined && !rt.notFound.has(routeName)) {
-          return this.reply(
-            req,
-            res,
-            "no_route",
-            `no configuration for ${routeName} arrived in time`,
-            started,
-          );
-        }
-      }
+      const found = await this.subscribeAndLookup(auth);
+      if (found.noRoute !== undefined) return this.reply(req, res, "no_route", found.noRoute, started);
+      rt = found.rt ?? rt;
+      table = found.table;
       if (table === undefined) {
         if (rt.outboundTrafficPolicy === OutboundTrafficPolicy.REGISTRY_ONLY) {
           return this.reply(
@@ -190,7 +190,7 @@ export class OutboundProxy {
         dst,
       );
     // 4.
-    const headers = forwardableFromObject(req.headers);
+    const headers = forwardableRaw(req.rawHeaders);
     applyRequestEdits(headers, rule.headerEdits);
     appendForwardedFor(headers, req.socket?.remoteAddress);
     ensureRequestId(headers);
@@ -206,6 +206,34 @@ export class OutboundProxy {
     );
   }
 
+  /**
+   * Step 2's slow path, for a host the current config has no route table for: subscribe to its
+   * route on demand and wait (bounded by the subscribe timeout). Returns the table and the runtime
+   * that has it; no table when the host is not a mesh service (never was one, or the control plane
+   * said it does not exist); `noRoute` (the message) when the service is known but not on this
+   * port, or when no answer came in time.
+   */
+  private async subscribeAndLookup(auth: {
+    host: string;
+    port: number;
+  }): Promise<{ rt?: RuntimeConfig; table?: RouteTable; noRoute?: string }> {
+    const routeName = serviceNameForHost(auth.host, this.deps.namespace);
+    const before = this.deps.runtime();
+    if (routeName === undefined || before === undefined || before.notFound.has(routeName)) return {};
+    // Held already, just not on this port: waiting would only delay the same answer.
+    if (before.routes.get(routeName) !== undefined)
+      return { noRoute: `${routeName} does not serve port ${auth.port}` };
+    await this.deps.resolve(routeName);
+    const rt = this.deps.runtime();
+    if (rt === undefined) return {};
+    const table = rt.routes.lookup(auth.host, auth.port);
+    if (table !== undefined) return { rt, table };
+    if (rt.routes.get(routeName) !== undefined)
+      return { noRoute: `${routeName} does not serve port ${auth.port}` };
+    if (!rt.notFound.has(routeName)) return { noRoute: `no configuration for ${routeName} arrived in time` };
+    return { rt };
+  }
+
   private forward(
     req: DownstreamRequest,
     res: DownstreamResponse,
@@ -216,7 +244,7 @@ export class OutboundProxy {
     started: number,
   ): void {
     const method = req.method ?? "GET";
-    const endStream = !hasBody(req);
+    const endStream = !requestHasBody(req);
     const dst = { destinationService: t.table.service, destinationNamespace: t.table.namespace };
     const grpc = isGrpc(req.headers["content-type"]);
     let finished = false;
@@ -253,17 +281,23 @@ export class OutboundProxy {
       currentEndpoint = endpoint;
       endpoint.onStart();
       stream.on("continue", () => (res as http.ServerResponse).writeContinue?.());
-      stream.on("response", (h) => {
+      stream.on("response", (h, flags, raw) => {
         if (finished) return;
         responded = true;
         const status = Number(h[":status"] ?? 502);
-        const out = forwardableFromObject(h);
+        const out = forwardableResponseRaw(raw);
         applyResponseEdits(out, t.rule.headerEdits);
+        if (endsStream(flags)) {
+          respondHeadersOnly(res, status, out);
+          stream.resume();
+          finish(endpoint, status, "", status < 500);
+          return;
+        }
         writeHead(res, status, out);
         stream.on("data", (c: Buffer) => {
           bytes += c.length;
         });
-        stream.on("trailers", (tr) => res.addTrailers(forwardableFromObject(tr)));
+        stream.on("trailers", (_tr, _flags, raw) => res.addTrailers(forwardableResponseRaw(raw)));
         pipeline(stream, res, (err) =>
           finish(endpoint, status, err ? "upstream_reset" : "", !err && status < 500),
         );
@@ -287,7 +321,7 @@ export class OutboundProxy {
         const status = sendLocalReply(res, grpc, f.reason, f.message);
         finish(endpoint, status, f.reason, false);
       });
-      if (!endStream) pipeline(req, stream, () => {});
+      if (!endStream) pipeBody(req, stream);
     };
     attempt(t.endpoint, 0);
     // A caller that goes away (HTTP/1 socket closed, HTTP/2 RST_STREAM) cancels the upstream stream.
@@ -318,7 +352,7 @@ export class OutboundProxy {
     path: string,
     started: number,
   ): Promise<void> {
-    const headers = forwardableFromObject(req.headers);
+    const headers = forwardableRaw(req.rawHeaders);
     appendForwardedFor(headers, req.socket?.remoteAddress);
     headers.host = authority;
     try {
@@ -327,9 +361,9 @@ export class OutboundProxy {
         method: (req.method ?? "GET") as "GET",
         path,
         headers,
-        body: hasBody(req) ? req : null,
+        body: requestHasBody(req) ? detachedBody(req) : null,
       });
-      writeHead(res, r.statusCode, forwardableFromObject(r.headers as http.IncomingHttpHeaders));
+      writeHead(res, r.statusCode, forwardableResponseHeaders(r.headers as http.IncomingHttpHeaders));
       let bytes = 0;
       r.body.on("data", (c: Buffer) => {
         bytes += c.length;
@@ -361,6 +395,7 @@ export class OutboundProxy {
    * raw pass-through tunnel (REGISTRY_ONLY refuses it).
    */
   readonly handleConnect = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
+    socket.on("error", () => socket.destroy());
     void this.connectTunnel(req, socket as Socket, head).catch((err: unknown) => {
       this.deps.hooks.error("connect", err);
       socket.destroy();
@@ -368,26 +403,25 @@ export class OutboundProxy {
   };
 
   private async connectTunnel(req: http.IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    const started = performance.now();
     const target = req.url ?? "";
     const auth = normalizeAuthority(target, 443);
-    const fail = (status: number, reason: LocalReason, msg: string) => {
-      socket.end(
-        `HTTP/1.1 ${status} ${status === 404 ? "Not Found" : "Bad Gateway"}\r\nx-trellis-error: ${reason}\r\ncontent-length: 0\r\n\r\n`,
-      );
-      this.deps.hooks.outbound(undefined, status, reason, performance.now(), 0);
-      void msg;
+    const fail = (reason: LocalReason, message: string, status = REASON_STATUS[reason].http) => {
+      refuseRaw(socket, status, reason, message);
+      this.deps.hooks.outbound(undefined, status, reason, started, 0);
     };
-    if (auth === undefined || (auth.port === 443 && !target.includes(":")))
-      return fail(400, "bad_request", "CONNECT needs host:port");
+    if (auth === undefined || !/:\d+$/.test(target))
+      return fail("bad_request", "CONNECT needs host:port", 400);
     let rt = this.deps.runtime();
-    if (rt === undefined) return fail(503, "no_healthy_upstream", "no configuration yet");
+    if (rt === undefined) return fail("no_healthy_upstream", "the sidecar has no configuration yet");
     let table = rt.routes.lookup(auth.host, auth.port);
-    const routeName = serviceNameForHost(auth.host, this.deps.namespace);
-    if (table === undefined && routeName !== undefined && !rt.notFound.has(routeName)) {
-      await this.deps.resolve(routeName);
-      rt = this.deps.runtime() ?? rt;
-      table = rt.routes.lookup(auth.host, auth.port);
+    if (table === undefined) {
+      const found = await this.subscribeAndLookup(auth);
+      if (found.noRoute !== undefined) return fail("no_route", found.noRoute);
+      rt = found.rt ?? rt;
+      table = found.table;
     }
+    if (socket.destroyed) return;
     if (table !== undefined) {
       socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
       if (head.length > 0) socket.unshift(head);
@@ -395,23 +429,23 @@ export class OutboundProxy {
       return;
     }
     if (rt.outboundTrafficPolicy === OutboundTrafficPolicy.REGISTRY_ONLY)
-      return fail(404, "no_route", "not a mesh service");
+      return fail("no_route", `${auth.host} is not a mesh service (REGISTRY_ONLY)`);
     const upstream = netConnect({ host: auth.host.replace(/^\[|\]$/g, ""), port: auth.port });
-    const started = performance.now();
+    let established = false;
     upstream.once("connect", () => {
+      established = true;
       socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
       if (head.length > 0) upstream.write(head);
       upstream.pipe(socket);
       socket.pipe(upstream);
     });
-    upstream.once("error", () => {
-      if (socket.writable && upstream.bytesRead === 0)
-        fail(502, "upstream_connect_failure", "connect failed");
+    upstream.once("error", (err) => {
+      if (!established) fail("upstream_connect_failure", String((err as Error).message));
       else socket.destroy();
     });
-    socket.on("error", () => upstream.destroy());
     socket.once("close", () => {
       upstream.destroy();
+      if (!established) return;
       this.deps.hooks.outbound(
         { destinationService: "passthrough", destinationNamespace: "" },
         200,
@@ -423,42 +457,70 @@ export class OutboundProxy {
   }
 
   /**
-   * HTTP/1 Upgrade (WebSocket) from the app: routed like any request, then carried to the peer
-   * sidecar as an extended CONNECT stream (RFC 8441) and spliced.
+   * HTTP/1 Upgrade (WebSocket) from the app: routed like any request (on-demand subscription
+   * included), then carried to the peer sidecar as an extended CONNECT stream (RFC 8441) and
+   * spliced. The peer answers 200 with the app's 101 headers, which become our 101.
    */
   readonly handleUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
-    const rt = this.deps.runtime();
-    const refuse = (status: number, reason: string) => {
-      socket.end(
-        `HTTP/1.1 ${status} Error\r\nx-trellis-error: ${reason}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`,
-      );
+    socket.on("error", () => socket.destroy());
+    void this.upgrade(req, socket as Socket, head).catch((err: unknown) => {
+      this.deps.hooks.error("upgrade", err);
+      socket.destroy();
+    });
+  };
+
+  private async upgrade(req: http.IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    const started = performance.now();
+    let rt = this.deps.runtime();
+    const fail = (
+      reason: LocalReason,
+      message: string,
+      status = REASON_STATUS[reason].http,
+      dst?: OutboundRecord,
+    ) => {
+      refuseRaw(socket, status, reason, message);
+      this.deps.hooks.outbound(dst, status, reason, started, 0);
     };
-    const upgrade = (first(req.headers.upgrade) ?? "").toLowerCase();
-    if (rt === undefined || upgrade !== "websocket") {
-      refuse(rt === undefined ? 503 : 400, rt === undefined ? "no_healthy_upstream" : "bad_request");
-      return;
+    if (rt === undefined) return fail("no_healthy_upstream", "the sidecar has no configuration yet");
+    if ((first(req.headers.upgrade) ?? "").toLowerCase() !== "websocket")
+      return fail("bad_request", "only WebSocket upgrades are proxied", 400);
+    let authorityText = first(req.headers.host) ?? "";
+    let target = req.url ?? "/";
+    if (/^http:\/\//i.test(target)) {
+      const slash = target.indexOf("/", 7);
+      authorityText = slash < 0 ? target.slice(7) : target.slice(7, slash);
+      target = slash < 0 ? "/" : target.slice(slash);
     }
-    const authorityText = first(req.headers.host) ?? "";
     const auth = normalizeAuthority(authorityText, HTTP_DEFAULT_PORT);
-    const np = normalizePath(req.url ?? "/");
-    if (auth === undefined || "error" in np) {
-      refuse(400, "bad_request");
-      return;
+    const np = normalizePath(target);
+    if (auth === undefined) return fail("bad_request", "missing or malformed Host", 400);
+    if ("error" in np) return fail("bad_request", np.error, 400);
+    let table = rt.routes.lookup(auth.host, auth.port);
+    if (table === undefined) {
+      const found = await this.subscribeAndLookup(auth);
+      if (found.noRoute !== undefined) return fail("no_route", found.noRoute);
+      rt = found.rt ?? rt;
+      table = found.table;
     }
-    const table = rt.routes.lookup(auth.host, auth.port);
-    const port = table === undefined ? undefined : servicePortFor(table, auth.port, HTTP_DEFAULT_PORT);
+    if (table === undefined)
+      return fail("no_route", `${auth.host} is not a mesh service (WebSocket pass-through is not supported)`);
+    const dst = { destinationService: table.service, destinationNamespace: table.namespace };
+    const port = servicePortFor(table, auth.port, HTTP_DEFAULT_PORT);
     const rule =
-      table === undefined || port === undefined
-        ? undefined
-        : matchRule(table, port, "GET", np.path, req.headers, np.query);
-    const cluster = rule === undefined ? undefined : rt.clusters.get(pickCluster(rule, this.deps.random));
+      port === undefined ? undefined : matchRule(table, port, "GET", np.path, req.headers, np.query);
+    if (rule === undefined) return fail("no_route", `no rule of ${table.name} matches`, undefined, dst);
+    const cluster = rt.clusters.get(pickCluster(rule, this.deps.random));
     const endpoint = cluster?.balancer.pick({});
-    if (endpoint === undefined || cluster === undefined) {
-      refuse(table === undefined ? 404 : 503, table === undefined ? "no_route" : "no_healthy_upstream");
-      return;
-    }
-    const headers = forwardableFromObject(req.headers);
+    if (cluster === undefined || endpoint === undefined)
+      return fail("no_healthy_upstream", `${table.name} has no usable endpoint`, undefined, dst);
+    if (socket.destroyed) return;
+    // Upgrade and Connection are this hop's; the peer rebuilds them for the app.
+    const headers = forwardableRaw(req.rawHeaders);
+    applyRequestEdits(headers, rule.headerEdits);
+    appendForwardedFor(headers, req.socket?.remoteAddress);
+    ensureRequestId(headers);
     headers[APP_PORT_HEADER] = String(endpoint.data.appPort || cluster.port);
+    endpoint.onStart();
     const stream = this.deps.transport.request(
       { address: endpoint.data.address, port: endpoint.data.port },
       {
@@ -471,39 +533,71 @@ export class OutboundProxy {
       },
       false,
     );
-    stream.on("response", (h) => {
-      const status = Number(h[":status"]);
+    let status = 0;
+    let reason = "";
+    stream.on("response", (h, _flags, raw) => {
+      status = Number(h[":status"]);
       if (status !== 200) {
-        refuse(status || 502, first(h["x-trellis-error"]) ?? "upstream_reset");
-        stream.close();
+        const why = first(h["x-trellis-error"]);
+        reason = why ?? "";
+        refuseRaw(socket, status || 502, why ?? "upstream_reset", "the peer refused the WebSocket");
+        stream.close(http2.constants.NGHTTP2_CANCEL);
         return;
       }
+      status = 101;
       let out = "HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: websocket\r\n";
-      for (const [k, v] of Object.entries(forwardableFromObject(h)))
+      const fwd = forwardableResponseRaw(raw);
+      applyResponseEdits(fwd, rule.headerEdits);
+      for (const k in fwd) {
+        const v = fwd[k] as string | string[];
         for (const one of Array.isArray(v) ? v : [v]) out += `${k}: ${one}\r\n`;
+      }
       socket.write(`${out}\r\n`);
       if (head.length > 0) stream.write(head);
       stream.pipe(socket);
       socket.pipe(stream);
     });
-    stream.on("error", () => {
-      if (socket.writable) refuse(502, "upstream_connect_failure");
+    stream.on("error", (err) => {
+      if (status === 0) {
+        const f = classifyUpstreamError(err, stream.session?.connecting === false);
+        reason = f.reason;
+        refuseRaw(socket, REASON_STATUS[f.reason].http, f.reason, f.message);
+      } else socket.destroy();
     });
-    socket.on("error", () => stream.close(http2.constants.NGHTTP2_CANCEL));
     socket.on("close", () => {
-      if (!stream.closed) stream.close();
+      if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
     });
-  };
+    stream.once("close", () => {
+      socket.destroy();
+      endpoint.onFinish(performance.now() - started, status === 101);
+      this.deps.hooks.outbound(
+        dst,
+        status === 101 ? 101 : status || 502,
+        reason,
+        started,
+        socket.bytesWritten,
+      );
+    });
+  }
 
   async close(): Promise<void> {
     await this.passthrough.close();
   }
 }
 
-/** Whether the request carries a body (HTTP/1 framing headers; HTTP/2 end-of-stream flag). */
-function hasBody(req: DownstreamRequest): boolean {
-  const h2 = (req as http2.Http2ServerRequest).stream;
-  if (h2 !== undefined) return !h2.endAfterHeaders;
-  const cl = req.headers["content-length"];
-  return (cl !== undefined && cl !== "0") || req.headers["transfer-encoding"] !== undefined;
+/**
+ * A proxy-made answer on a raw socket (CONNECT and Upgrade happen outside the response API):
+ * status line, `x-trellis-error`, a short text body, and the connection closed.
+ */
+function refuseRaw(socket: Socket, status: number, reason: string, message: string): void {
+  if (socket.destroyed || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const body = `${reason}: ${message.replace(/[\r\n]+/g, " ")}\n`;
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Error"}\r\nx-trellis-error: ${reason}\r\n` +
+      `content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+      `connection: close\r\n\r\n${body}`,
+  );
 }

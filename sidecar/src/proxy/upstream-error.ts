@@ -53,7 +53,14 @@ export function classifyUpstreamError(err: unknown, connected: boolean): Upstrea
   ) {
     return { reason: "upstream_protocol_error", connectFailure: false, refusedStream: false, message };
   }
-  if (code === "UND_ERR_SOCKET" && /parse|content-length|transfer-encoding/i.test(message)) {
+  // undici reports a response header block that llhttp refused (e.g. both Content-Length and
+  // Transfer-Encoding) as a length mismatch once a Content-Length was seen, else as an
+  // HTTPParserError whose code is often undefined: bad framing either way.
+  if (
+    code === "UND_ERR_RES_CONTENT_LENGTH_MISMATCH" ||
+    (err as { name?: unknown } | undefined)?.name === "HTTPParserError" ||
+    (code === "UND_ERR_SOCKET" && /parse|content-length|transfer-encoding/i.test(message))
+  ) {
     return { reason: "upstream_protocol_error", connectFailure: false, refusedStream: false, message };
   }
   return { reason: "upstream_reset", connectFailure: false, refusedStream: false, message };

@@ -17,7 +17,7 @@ import type {
   RouteConfig,
 } from "@trellis/proto/gen/trellis/v1/resources_pb";
 import { Protocol } from "@trellis/proto/gen/trellis/v1/service_pb";
-import { LoadBalancerPolicy, OutboundTrafficPolicy } from "@trellis/proto/gen/trellis/v1/traffic_policy_pb";
+import { OutboundTrafficPolicy } from "@trellis/proto/gen/trellis/v1/traffic_policy_pb";
 import {
   INBOUND_LISTENER,
   OUTBOUND_LISTENER,
@@ -26,7 +26,8 @@ import {
 } from "@trellis/proto/resource-types";
 import { validate } from "@trellis/proto/validate";
 import type { LoadBalancer } from "../balancer/balancer.js";
-import { createBalancer } from "../balancer/balancer.js";
+import { balancerConfigFrom, createBalancer } from "../balancer/balancer.js";
+import { compileHashKey, type HashKeySource } from "../balancer/hash-key.js";
 import type { AppProtocol } from "../proxy/app-client.js";
 import type { InboundPort, InboundRuntime } from "../proxy/inbound.js";
 import { compileRouteConfig, RouteIndex, type RouteTable } from "../routing/route-table.js";
@@ -39,6 +40,8 @@ export interface ClusterRuntime {
   readonly port: number;
   readonly protocol: AppProtocol;
   readonly balancer: LoadBalancer;
+  /** Where RING_HASH takes its key from (built once per cluster); undefined without hashOn. */
+  readonly hashKey: HashKeySource | undefined;
   /** Connect deadline for this cluster's endpoints (timeouts.connect, default 1 s). */
   readonly connectTimeoutMs: number;
 }
@@ -57,6 +60,8 @@ export interface RuntimeConfig {
 export interface BuilderDeps {
   now: () => number;
   random: () => number;
+  /** This sidecar's locality (`--locality`), for locality-aware balancing. */
+  locality?: { region: string; zone: string; subzone: string } | undefined;
 }
 
 interface Held<M> {
@@ -174,10 +179,12 @@ export class RuntimeBuilder {
         continue;
       }
       const c = held.message;
+      const lb = c.policy?.loadBalancer;
       const balancer = createBalancer(
-        {
-          policy: c.policy?.loadBalancer?.policy ?? LoadBalancerPolicy.LEAST_REQUEST,
-        },
+        balancerConfigFrom(
+          lb,
+          this.deps.locality !== undefined ? { callerLocality: this.deps.locality } : {},
+        ),
         cla?.message.endpoints ?? [],
         this.deps,
         prev?.runtime.balancer,
@@ -189,6 +196,7 @@ export class RuntimeBuilder {
         port: c.port,
         protocol: appProtocol(c.protocol),
         balancer,
+        hashKey: compileHashKey(lb?.hashOn),
         connectTimeoutMs: durationMs(c.policy?.timeouts?.connect, 1000),
       };
       clusters.set(name, runtime);

@@ -37,8 +37,6 @@ export function unsupportedClusterFields(c: Cluster): string[] {
   if (lb !== undefined) {
     if (lb.policy === LoadBalancerPolicy.RING_HASH || lb.hashOn !== undefined)
       out.push("loadBalancer RING_HASH");
-    if (lb.locality !== undefined) out.push("loadBalancer.locality");
-    if (lb.slowStart !== undefined) out.push("loadBalancer.slowStart");
   }
   if (p.connectionLimits !== undefined) out.push("connectionLimits");
   if (p.outlierDetection !== undefined) out.push("outlierDetection");
