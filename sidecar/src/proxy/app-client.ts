@@ -11,10 +11,11 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
 import * as http from "node:http";
 import * as http2 from "node:http2";
-import { PassThrough, pipeline, type Readable, type Writable } from "node:stream";
+import { PassThrough, type Readable, type Writable } from "node:stream";
 import { Pool } from "undici";
 import type { HeaderMap } from "./headers.js";
 import { forwardableHeaders, forwardableResponseDistinct, forwardableResponseHeaders } from "./headers.js";
+import { splice } from "./splice.js";
 import { classifyUpstreamError, type UpstreamFailure } from "./upstream-error.js";
 
 export type AppProtocol = "http" | "http2" | "grpc" | "tcp";
@@ -253,7 +254,7 @@ export class AppClient {
             r.body.on("data", (c: Buffer) => {
               bytes += c.length;
             });
-            pipeline(r.body, res, (err) => {
+            splice(r.body, res, (err) => {
               resFinished = true;
               if (err === undefined || err === null) {
                 const t = r.trailers;
@@ -294,7 +295,7 @@ export class AppClient {
         r.on("data", (c: Buffer) => {
           bytes += c.length;
         });
-        pipeline(r, res, () => resolve({ status: r.statusCode ?? 502, responseBytes: bytes }));
+        splice(r, res, () => resolve({ status: r.statusCode ?? 502, responseBytes: bytes }));
       });
       up.on("error", (err) => {
         if (!res.headersSent)
@@ -342,7 +343,7 @@ export class AppClient {
           bytes += c.length;
         });
         stream.on("trailers", (_t, _flags, raw) => res.addTrailers(forwardableResponseRaw(raw)));
-        pipeline(stream, res, () => resolve({ status, responseBytes: bytes }));
+        splice(stream, res, () => resolve({ status, responseBytes: bytes }));
       });
       stream.on("error", (err) => {
         if (!responded)

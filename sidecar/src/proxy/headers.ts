@@ -57,7 +57,7 @@ export function forwardableHeaders(
   distinct: Record<string, string[] | undefined>,
   keepUpgrade = false,
 ): HeaderMap {
-  const out: HeaderMap = {};
+  const out: HeaderMap = Object.create(null) as HeaderMap; // a header named __proto__ stays a header
   const named = headerTokens(distinct.connection);
   for (const name in distinct) {
     const values = distinct[name];

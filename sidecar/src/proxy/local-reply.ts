@@ -5,6 +5,7 @@
  */
 import type { ServerResponse } from "node:http";
 import type { Http2ServerResponse } from "node:http2";
+import { respondHeadersOnly } from "./app-client.js";
 
 export type LocalReason =
   | "bad_request"
@@ -111,8 +112,8 @@ export function sendLocalReply(
     headers["content-type"] = "application/grpc";
     headers["grpc-status"] = String(grpcStatus);
     headers["grpc-message"] = encodeURIComponent(message);
-    (res as ServerResponse).writeHead(200, headers);
-    res.end();
+    // Trailers-only: one HEADERS frame that ends the stream (gRPC reads the status only there).
+    respondHeadersOnly(res, 200, headers);
     return 200;
   }
   const body = opts.body ?? `${reason}: ${message}\n`;

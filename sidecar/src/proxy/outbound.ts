@@ -19,7 +19,6 @@ import { STATUS_CODES } from "node:http";
 import * as http2 from "node:http2";
 import { connect as netConnect, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import { pipeline } from "node:stream";
 import { durationMs } from "@trellis/proto/duration";
 import { OutboundTrafficPolicy } from "@trellis/proto/gen/trellis/v1/traffic_policy_pb";
 import { Agent, type Dispatcher } from "undici";
@@ -53,6 +52,7 @@ import type { OutboundRecord, ProxyHooks } from "./hooks.js";
 import { APP_PORT_HEADER } from "./inbound.js";
 import { isGrpc, type LocalReason, REASON_STATUS, sendLocalReply } from "./local-reply.js";
 import type { MeshTransport } from "./mesh-transport.js";
+import { splice } from "./splice.js";
 import { classifyUpstreamError } from "./upstream-error.js";
 
 export interface OutboundDeps {
@@ -298,7 +298,7 @@ export class OutboundProxy {
           bytes += c.length;
         });
         stream.on("trailers", (_tr, _flags, raw) => res.addTrailers(forwardableResponseRaw(raw)));
-        pipeline(stream, res, (err) =>
+        splice(stream, res, (err) =>
           finish(endpoint, status, err ? "upstream_reset" : "", !err && status < 500),
         );
       });
@@ -368,7 +368,7 @@ export class OutboundProxy {
       r.body.on("data", (c: Buffer) => {
         bytes += c.length;
       });
-      await new Promise<void>((resolve) => pipeline(r.body, res, () => resolve()));
+      await new Promise<void>((resolve) => splice(r.body, res, () => resolve()));
       this.deps.hooks.outbound(
         { destinationService: "passthrough", destinationNamespace: "" },
         r.statusCode,

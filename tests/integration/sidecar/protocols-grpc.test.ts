@@ -351,12 +351,7 @@ describe("sidecar chain: gRPC", () => {
     }
   });
 
-  it("proxy-made replies reach gRPC callers as a grpc-status (no_route → UNIMPLEMENTED)", {
-    todo:
-      "local-reply.ts sends gRPC replies as HEADERS + an empty DATA frame, so grpc-js reports " +
-      "INTERNAL 'Call ended without gRPC status'; it must end the stream with the headers " +
-      "(see respondHeadersOnly in app-client.ts)",
-  }, async () => {
+  it("proxy-made replies reach gRPC callers as a grpc-status (no_route → UNIMPLEMENTED)", async () => {
     // A port orders.shop does not serve: the web sidecar answers itself.
     const other = new grpc.Client(
       `127.0.0.1:${chain.client.ports.outbound}`,

@@ -1,0 +1,219 @@
+/**
+ * Renders a results file as tests/bench/results/latest.md: the table the README quotes, the
+ * targets, how it was measured, and the profile ("where the time goes").
+ *
+ * The profile tables are generated; the reading of them is prose a person wrote against one
+ * commit (tests/bench/analysis.md, first line `<!-- commit: SHA -->`). It is included as is, with
+ * a warning when this run measured a different commit, so a stale reading cannot pass for current.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import type { ProfileWindow } from "./profiling.js";
+import type { BenchResults, SummaryRow } from "./results.js";
+
+const f0 = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "–");
+const f1 = (n: number): string => (Number.isFinite(n) ? n.toFixed(1) : "–");
+const ms = (us: number): string => (Number.isFinite(us) ? (us / 1000).toFixed(2) : "–");
+const signedMs = (us: number): string =>
+  Number.isFinite(us) ? `${us >= 0 ? "+" : ""}${(us / 1000).toFixed(2)}` : "–";
+
+function rssCell(r: SummaryRow): string {
+  const parts = Object.entries(r.rssMiB).map(
+    ([role, m]) =>
+      `${role.replace(/^(sidecar|nginx)-/, "")} ${f1(m.idleBefore)} (${f1(m.idleBeforeAnon)} private) → ${f1(m.underLoad)}`,
+  );
+  return parts.length === 0 ? "–" : parts.join("; ");
+}
+
+function mainTable(res: BenchResults): string {
+  const reps = res.settings.reps;
+  const lines = [
+    `| variant | req/s (median of ${reps}) | vs direct | proxy CPU µs/req: all hops (per hop) | app CPU µs/req | paced rate (req/s) | p50 / p99 (ms) | added p50 / p99 vs direct (ms) | proxy RSS idle → under load (MiB) | errors |`,
+    "|---|--:|--:|--:|--:|--:|--:|--:|---|--:|",
+  ];
+  for (const r of res.summary) {
+    const lat = r.latency;
+    lines.push(
+      [
+        "",
+        r.label,
+        f0(r.rps.median),
+        r.variant === "direct" ? "1" : r.rps.vsDirect.toFixed(2),
+        r.hops === 0 ? "–" : `${f1(r.cpuUsPerRequest.proxies)} (${f1(r.cpuUsPerRequest.perHop)})`,
+        f1(r.cpuUsPerRequest.app),
+        lat === undefined ? "–" : f0(lat.rate),
+        lat === undefined ? "–" : `${ms(lat.p50Us)} / ${ms(lat.p99Us)}`,
+        lat === undefined ? "–" : `${signedMs(lat.addedP50Us)} / ${signedMs(lat.addedP99Us)}`,
+        rssCell(r),
+        String(r.errors),
+        "",
+      ]
+        .join(" | ")
+        .trim(),
+    );
+  }
+  return lines.join("\n");
+}
+
+function directLatencyLines(res: BenchResults): string {
+  const out: string[] = [];
+  for (const r of res.summary) {
+    if (r.latency === undefined) continue;
+    out.push(
+      `- at ${f0(r.latency.rate)} req/s (half of ${r.variant.startsWith("sidecar") ? r.label : "the matching sidecar variant"}'s maximum): direct p50 ${ms(r.latency.directP50Us)} ms, p99 ${ms(r.latency.directP99Us)} ms; ${r.label} p50 ${ms(r.latency.p50Us)} ms, p99 ${ms(r.latency.p99Us)} ms; proxy CPU at that rate ${f1(r.latency.cpuUsPerRequest)} µs/req`,
+    );
+  }
+  return out.join("\n");
+}
+
+function cpuSplitTable(res: BenchResults): string {
+  const lines = [
+    "| variant | process | user µs/req | kernel µs/req | total µs/req |",
+    "|---|---|--:|--:|--:|",
+  ];
+  for (const r of res.summary) {
+    for (const [role, c] of Object.entries(r.cpuSplitUsPerRequest)) {
+      lines.push(`| ${r.variant} | ${role} | ${f1(c.user)} | ${f1(c.sys)} | ${f1(c.user + c.sys)} |`);
+    }
+  }
+  return lines.join("\n");
+}
+
+function targetsTable(res: BenchResults): string {
+  const lines = ["| variant | what | target | measured | met |", "|---|---|--:|--:|:-:|"];
+  for (const t of res.targets)
+    lines.push(`| ${t.variant} | ${t.what} | ${t.target} | ${t.value} | ${t.met ? "yes" : "**no**"} |`);
+  return lines.join("\n");
+}
+
+function nginxComparison(res: BenchResults): string {
+  const by = new Map(res.summary.map((r) => [r.variant, r]));
+  const out: string[] = [];
+  for (const hops of [1, 2]) {
+    const sc = by.get(hops === 1 ? "sidecar-1hop" : "sidecar-2hop");
+    const ng = by.get(hops === 1 ? "nginx-1hop" : "nginx-2hop");
+    if (sc === undefined || ng === undefined) continue;
+    out.push(
+      `- ${hops} hop${hops > 1 ? "s" : ""}: the sidecar path serves ${(sc.rps.median / ng.rps.median).toFixed(2)}× nginx's req/s and spends ${(sc.cpuUsPerRequest.perHop / ng.cpuUsPerRequest.perHop).toFixed(1)}× its CPU per request per hop (${f1(sc.cpuUsPerRequest.perHop)} vs ${f1(ng.cpuUsPerRequest.perHop)} µs).`,
+    );
+  }
+  return out.join("\n");
+}
+
+function profileSection(p: ProfileWindow): string {
+  const s = p.summary;
+  const rows = (xs: { fn: string; ms: number; pct: number }[]) =>
+    xs.map((x) => `| ${x.pct.toFixed(1)} % | ${x.fn.replace(/\|/g, "\\|")} |`).join("\n");
+  return [
+    `### ${s.label}`,
+    "",
+    `${f0(p.rps)} req/s under the profiler (${f0(p.requests)} requests), ${f1(p.cpuUsPerRequest)} µs CPU per request; ${f0(s.busyMs)} ms on CPU sampled, ${f0(s.idleMs)} ms idle. Raw profiles: \`${p.file.replace(/^.*\/tests\//, "tests/")}\` and \`.heapprofile\` beside it (git-ignored; open in Chrome DevTools).`,
+    "",
+    `GC in the window (--trace-gc): ${p.gc.young.count} young collections, ${f1(p.gc.young.totalMs)} ms paused in all, longest ${f1(p.gc.young.maxMs)} ms; ${p.gc.full.count} full collections, ${f1(p.gc.full.totalMs)} ms in all, longest ${f1(p.gc.full.maxMs)} ms. V8 heap live after a forced full GC: ${f1(p.heap.liveAfterWarmupMiB)} MiB after warm-up → ${f1(p.heap.liveAfterWindowMiB)} MiB after the window (${f1(p.heap.inUseAfterWindowMiB)} MiB in use just before that GC); RSS ${f1(p.heap.rssMiB)} MiB.`,
+    "",
+    "| share of busy time | part of the stack |",
+    "|--:|---|",
+    rows(s.categories.slice(0, 10)),
+    "",
+    "| self time | function |",
+    "|--:|---|",
+    rows(s.topSelf.slice(0, 15)),
+    "",
+    "| inclusive time | our function (sidecar/, proto/) |",
+    "|--:|---|",
+    rows(s.topOursInclusive.slice(0, 10)),
+    "",
+    `Allocations (sampled, garbage included): about ${f1(p.allocations.bytesPerRequest / 1024)} KiB per request.`,
+    "",
+    "| share of bytes | allocated in |",
+    "|--:|---|",
+    rows(p.allocations.topSelf.slice(0, 10)),
+    "",
+    "| share of bytes | allocated under our function |",
+    "|--:|---|",
+    rows(p.allocations.topOursInclusive.slice(0, 8)),
+  ].join("\n");
+}
+
+/** The hand-written reading of the profile, with a staleness warning when its commit differs. */
+function analysis(path: string, sha: string): string {
+  if (!existsSync(path)) return "_No hand-written analysis (tests/bench/analysis.md) yet._";
+  const text = readFileSync(path, "utf8");
+  const written = /<!--\s*commit:\s*([0-9a-f]+)\s*-->/.exec(text)?.[1];
+  const body = text.replace(/^<!--[^>]*-->\s*/, "");
+  if (written !== undefined && sha.startsWith(written)) return body.trim();
+  return `> **Stale:** this reading was written for commit ${written ?? "?"}; this run measured ${sha.slice(0, 12)}. Check it against the tables below.\n\n${body.trim()}`;
+}
+
+/** The whole latest.md. */
+export function renderMarkdown(res: BenchResults, analysisPath: string): string {
+  const m = res.machine;
+  const s = res.settings;
+  const dirty = res.commit.dirty
+    ? ` (working tree had uncommitted changes in: ${res.commit.changedPaths.slice(0, 12).join(", ")}${res.commit.changedPaths.length > 12 ? ", …" : ""})`
+    : "";
+  const interference = Math.max(...res.summary.map((r) => r.maxInterferencePct));
+  return `# Trellis data-plane benchmark — latest results
+
+Generated by \`${res.command}\` on ${res.startedAt} in ${Math.round(res.wallSeconds)} s. Commit \`${res.commit.sha.slice(0, 12)}\`${dirty}.
+Machine: ${m.nproc} × ${m.cpuModel}, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}; ${res.tools.wrk}, ${res.tools.nginx}.
+Raw numbers: \`tests/bench/results/latest.json\` (every run, not just medians).
+
+Workload: HTTP/1.1 keep-alive \`GET /\` without a body, 100-byte response with Content-Length, from the same
+node:http app behind every variant. Saturation: wrk, ${s.connections} connections, ${s.threads} thread, ${s.saturationS} s per run,
+median of ${s.reps} runs interleaved across variants after a ${s.warmupS} s warm-up each. Latency: our paced open-loop generator
+(\`tests/bench/open-loop.c\`) at half of each sidecar variant's median maximum, ${s.latencyS} s per run (first ${s.latencyWarmupS} s
+not recorded), latency from each request's scheduled send time; direct and nginx measured at the same rate in the same run.
+Placement: ${s.pinned ? `app, sidecars and nginx pinned to CPU ${s.serverCpus}; wrk, the paced generator and the control plane to CPU ${s.clientCpus}` : "not pinned"}.
+
+## Results
+
+${mainTable(res)}
+
+CPU per request at saturation by process (medians; the app is the same program in every row, so
+its change shows what the proxies' smaller batches cost it):
+
+${cpuSplitTable(res)}
+
+Latency at the paced rates:
+${directLatencyLines(res)}
+
+nginx (Debian's, one worker, \`master_process off\`, upstream keep-alive pool, no access log) as the peer:
+${nginxComparison(res)}
+
+## Targets (per hop)
+
+${targetsTable(res)}
+
+## How to read this
+
+- **req/s** is what the whole path sustains when everything under test shares one CPU core with
+  the app (${s.pinned ? "pinned" : "unpinned"}), so it falls with the total CPU the proxies spend; the ratio to direct is the
+  honest cost on the same hardware. **CPU µs/req** is the proxies' Δ(utime + stime) from /proc divided
+  by completed requests, all threads of each process included; it does not depend on placement.
+- The one-hop sidecar is the **inbound** sidecar of the server (client → sidecar → app): the only
+  single-sidecar path a plain HTTP/1.1 client can take (the outbound listener always forwards over
+  the mesh hop to a peer sidecar). Two hops is the mesh: the client uses the web sidecar's outbound
+  port with \`Host: api.shop:<port>\`, which forwards over HTTP/2 to the api sidecar's inbound port,
+  which calls the app; both sidecars got their config from a real control plane (embedded store).
+- nginx's hop between two nginx is HTTP/1.1 keep-alive (its proxy module cannot speak HTTP/2
+  upstream); the mesh's is HTTP/2. nginx runs without an access log, the sidecars with their
+  metrics on (they write no per-request log).
+- **Added latency** = the variant's p50/p99 minus direct's p50/p99 at the same offered rate, medians
+  of ${s.reps} runs each.
+- **Interference**: this machine is shared; CPU used by processes not started by this run reached
+  ${f1(interference)} % of one core in the worst run (per run in latest.json; before each run the
+  benchmark waits a bounded time for such load to drop: ${(res.quietWaitTotalMs / 1000).toFixed(1)} s in all this time). Runs are
+  interleaved across variants so a disturbance does not land on one variant only. CPU µs per
+  request is the number that such load disturbs least; req/s and tail latency the most.
+- RSS: VmRSS from /proc; "idle" is after start-up and the first config, before any request; "under
+  load" the peak sampled during the saturation runs. "private" is its RssAnon part (heaps); the rest
+  is file-backed, mostly the node binary's own pages (a bare \`node\` process is about ${f1(res.nodeFloorMiB.rss)} MiB
+  VmRSS here, ${f1(res.nodeFloorMiB.anon)} MiB of it private). nginx is listed for comparison.
+
+## Where the time goes (sidecar CPU profile)
+
+${analysis(analysisPath, res.commit.sha)}
+
+${res.profiles.map(profileSection).join("\n\n")}
+${res.notes.length > 0 ? `\n## Notes from this run\n\n${res.notes.map((n) => `- ${n}`).join("\n")}\n` : ""}`;
+}

@@ -1,0 +1,236 @@
+/**
+ * The shape of a benchmark results file (tests/bench/results/*.json) and the summary computed from
+ * the raw runs: medians over repetitions, ratios to the direct variant measured in the same run,
+ * added latency over direct at the same offered rate, and the targets checked.
+ */
+import type { OpenLoopResult, WrkResult } from "./loadgen.js";
+import { median, type RunResources } from "./measure.js";
+import type { Memory } from "./proc.js";
+import type { ProfileWindow } from "./profiling.js";
+
+/** Which path a variant measures. */
+export type VariantId = "direct" | "sidecar-1hop" | "sidecar-2hop" | "nginx-1hop" | "nginx-2hop";
+
+/** A variant as recorded in the results. */
+export interface VariantInfo {
+  id: VariantId;
+  label: string;
+  /** Proxies between the client and the app. */
+  hops: number;
+  /** Roles (see RunResources) of the proxy processes on the path. */
+  proxies: string[];
+  /** What the hop between two proxies speaks, for two-hop variants. */
+  interHop?: string;
+}
+
+/** One saturation run (wrk). */
+export interface SaturationRun {
+  variant: VariantId;
+  rep: number;
+  wrk: WrkResult;
+  resources: RunResources;
+}
+
+/** One paced run (open-loop) at a fixed rate. */
+export interface LatencyRun {
+  variant: VariantId;
+  rep: number;
+  /** The meshed variant whose half-capacity rate this is (direct runs at both). */
+  rateOf: VariantId;
+  openLoop: OpenLoopResult;
+  resources: RunResources;
+}
+
+/** One row of the summary table. */
+export interface SummaryRow {
+  variant: VariantId;
+  label: string;
+  hops: number;
+  rps: { median: number; runs: number[]; vsDirect: number };
+  /** CPU µs per request at saturation (medians): all proxies on the path, per hop, each, the app. */
+  cpuUsPerRequest: { proxies: number; perHop: number; each: Record<string, number>; app: number };
+  /** Medians of user-space and kernel CPU µs per request at saturation, per process on the path (app included). */
+  cpuSplitUsPerRequest: Record<string, { user: number; sys: number }>;
+  /** At the paced rate (half the meshed maximum): medians, and added over direct at the same rate. */
+  latency?: {
+    rate: number;
+    p50Us: number;
+    p99Us: number;
+    directP50Us: number;
+    directP99Us: number;
+    addedP50Us: number;
+    addedP99Us: number;
+    addedP99PerHopUs: number;
+    /** Proxies' CPU µs per request at that rate (less batching than at saturation). */
+    cpuUsPerRequest: number;
+  };
+  /** VmRSS of each proxy process: idle before any load (and its private, anonymous part), peak
+   * under load, idle after, MiB. */
+  rssMiB: Record<
+    string,
+    { idleBefore: number; idleBeforeAnon: number; underLoad: number; idleAfter: number }
+  >;
+  /** Failed requests over all runs of this variant (connect/read/timeout errors, non-2xx). */
+  errors: number;
+  /** Largest interference (other processes' CPU, % of a core) seen in this variant's runs. */
+  maxInterferencePct: number;
+}
+
+/** A target checked against a sidecar variant. */
+export interface TargetCheck {
+  variant: VariantId;
+  what: string;
+  target: string;
+  value: string;
+  met: boolean;
+}
+
+/** The whole results file. */
+export interface BenchResults {
+  schema: 1;
+  startedAt: string;
+  finishedAt: string;
+  wallSeconds: number;
+  command: string;
+  commit: { sha: string; dirty: boolean; changedPaths: string[] };
+  machine: Record<string, string | number>;
+  tools: Record<string, string>;
+  settings: Record<string, string | number | boolean>;
+  variants: VariantInfo[];
+  /** Memory of every process of the topology after start-up (before any request) and at the end. */
+  memoryIdleBefore: Record<string, Memory>;
+  memoryIdleAfter: Record<string, Memory>;
+  /** VmRSS and its private part of a bare `node -e` process (same binary), MiB: Node's own floor. */
+  nodeFloorMiB: { rss: number; anon: number };
+  /** Time spent waiting for other processes' load to drop before runs, ms (measure.ts QuietGate). */
+  quietWaitTotalMs: number;
+  saturation: SaturationRun[];
+  latency: LatencyRun[];
+  summary: SummaryRow[];
+  targets: TargetCheck[];
+  profiles: ProfileWindow[];
+  notes: string[];
+}
+
+function wrkErrors(w: WrkResult): number {
+  const e = w.errors;
+  return e.connect + e.read + e.write + e.timeout + e.status;
+}
+
+/** Builds the summary rows from the raw runs. */
+export function summarise(
+  variants: readonly VariantInfo[],
+  saturation: readonly SaturationRun[],
+  latency: readonly LatencyRun[],
+  idleBefore: Record<string, Memory>,
+  idleAfter: Record<string, Memory>,
+): SummaryRow[] {
+  const directRps = median(saturation.filter((r) => r.variant === "direct").map((r) => r.wrk.rps));
+  return variants.map((v) => {
+    const sat = saturation.filter((r) => r.variant === v.id);
+    const rpsRuns = sat.map((r) => r.wrk.rps);
+    const each: Record<string, number> = {};
+    for (const role of v.proxies)
+      each[role] = median(sat.map((r) => r.resources.cpuUsPerRequest[role] ?? NaN));
+    const proxies = median(
+      sat.map((r) => v.proxies.reduce((s, role) => s + (r.resources.cpuUsPerRequest[role] ?? NaN), 0)),
+    );
+    const split: SummaryRow["cpuSplitUsPerRequest"] = {};
+    for (const role of ["app", ...v.proxies]) {
+      split[role] = {
+        user: median(sat.map((r) => r.resources.cpuSplitUsPerRequest[role]?.user ?? NaN)),
+        sys: median(sat.map((r) => r.resources.cpuSplitUsPerRequest[role]?.sys ?? NaN)),
+      };
+    }
+    const rss: SummaryRow["rssMiB"] = {};
+    for (const role of v.proxies) {
+      rss[role] = {
+        idleBefore: idleBefore[role]?.rssMiB ?? NaN,
+        idleBeforeAnon: idleBefore[role]?.anonMiB ?? NaN,
+        underLoad: Math.max(...sat.map((r) => r.resources.rssPeakMiB[role] ?? NaN)),
+        idleAfter: idleAfter[role]?.rssMiB ?? NaN,
+      };
+    }
+    const lat = latency.filter((r) => r.variant === v.id);
+    const row: SummaryRow = {
+      variant: v.id,
+      label: v.label,
+      hops: v.hops,
+      rps: { median: median(rpsRuns), runs: rpsRuns, vsDirect: median(rpsRuns) / directRps },
+      cpuUsPerRequest: {
+        proxies: v.hops > 0 ? proxies : 0,
+        perHop: v.hops > 0 ? proxies / v.hops : 0,
+        each,
+        app: median(sat.map((r) => r.resources.cpuUsPerRequest.app ?? NaN)),
+      },
+      cpuSplitUsPerRequest: split,
+      rssMiB: rss,
+      errors:
+        sat.reduce((s, r) => s + wrkErrors(r.wrk), 0) +
+        lat.reduce((s, r) => s + r.openLoop.errors + r.openLoop.non2xx, 0),
+      maxInterferencePct: Math.max(
+        ...sat.map((r) => r.resources.interferencePctOfCore),
+        ...lat.map((r) => r.resources.interferencePctOfCore),
+      ),
+    };
+    if (v.hops > 0 && lat.length > 0) {
+      const rateOf = lat[0]?.rateOf as VariantId;
+      const direct = latency.filter((r) => r.variant === "direct" && r.rateOf === rateOf);
+      const p50 = median(lat.map((r) => r.openLoop.latencyUs.p50));
+      const p99 = median(lat.map((r) => r.openLoop.latencyUs.p99));
+      const d50 = median(direct.map((r) => r.openLoop.latencyUs.p50));
+      const d99 = median(direct.map((r) => r.openLoop.latencyUs.p99));
+      row.latency = {
+        rate: lat[0]?.openLoop.rate ?? NaN,
+        p50Us: p50,
+        p99Us: p99,
+        directP50Us: d50,
+        directP99Us: d99,
+        addedP50Us: p50 - d50,
+        addedP99Us: p99 - d99,
+        addedP99PerHopUs: (p99 - d99) / v.hops,
+        cpuUsPerRequest: median(
+          lat.map((r) => v.proxies.reduce((s, role) => s + (r.resources.cpuUsPerRequest[role] ?? NaN), 0)),
+        ),
+      };
+    }
+    return row;
+  });
+}
+
+/** The issue's targets, per hop, for the sidecar variants. */
+export const TARGETS = { cpuUsPerHop: 35, addedP99UsPerHop: 1000, rssIdleMiB: 50 } as const;
+
+/** Checks the targets against the sidecar rows. */
+export function checkTargets(rows: readonly SummaryRow[]): TargetCheck[] {
+  const out: TargetCheck[] = [];
+  for (const r of rows) {
+    if (!r.variant.startsWith("sidecar")) continue;
+    out.push({
+      variant: r.variant,
+      what: "CPU per request per hop (saturation)",
+      target: `≤ ${TARGETS.cpuUsPerHop} µs`,
+      value: `${r.cpuUsPerRequest.perHop.toFixed(1)} µs`,
+      met: r.cpuUsPerRequest.perHop <= TARGETS.cpuUsPerHop,
+    });
+    if (r.latency !== undefined) {
+      out.push({
+        variant: r.variant,
+        what: `added p99 per hop at ${Math.round(r.latency.rate)} req/s (half capacity)`,
+        target: `≤ ${TARGETS.addedP99UsPerHop / 1000} ms`,
+        value: `${(r.latency.addedP99PerHopUs / 1000).toFixed(2)} ms`,
+        met: r.latency.addedP99PerHopUs <= TARGETS.addedP99UsPerHop,
+      });
+    }
+    for (const [role, m] of Object.entries(r.rssMiB)) {
+      out.push({
+        variant: r.variant,
+        what: `RSS idle, ${role}`,
+        target: `≤ ${TARGETS.rssIdleMiB} MiB`,
+        value: `${m.idleBefore.toFixed(1)} MiB (${m.idleBeforeAnon.toFixed(1)} private)`,
+        met: m.idleBefore <= TARGETS.rssIdleMiB,
+      });
+    }
+  }
+  return out;
+}

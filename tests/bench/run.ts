@@ -1,0 +1,473 @@
+/**
+ * `npm run bench`: the data-plane benchmark, every variant in one invocation (tests/bench/README.md).
+ *
+ *  1. Start the topology once (topology.ts): app, control plane, api and web sidecars, two nginx.
+ *  2. Check every variant answers 200 with the 100-byte body; read idle RSS.
+ *  3. Warm up each variant (wrk, not recorded): the sidecars' JIT and pools need seconds.
+ *  4. Saturation: `reps` rounds; each round runs every variant once (interleaved, so a disturbance
+ *     on this shared machine spreads over variants instead of landing on one).
+ *  5. Latency: for each sidecar variant, rate = half its median saturated req/s; `reps` rounds of
+ *     {direct, sidecar, nginx} at that rate with the paced open-loop generator.
+ *  6. Idle RSS again; stop the measured processes; profile fresh sidecars (profiling.ts).
+ *  7. Write results/<stamp>-<sha>.json, results/latest.json and results/latest.md.
+ *
+ * Loads are bounded in time and target 127.0.0.1 only; every process started is stopped, also on
+ * SIGINT/SIGTERM (and the harness SIGKILLs any child if this process dies).
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { request } from "node:http";
+import { availableParallelism, cpus, loadavg, release, totalmem } from "node:os";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { withFreePorts } from "../helpers/ports.js";
+import { reapStale } from "../helpers/reap.js";
+import { BENCH_SRC, buildOpenLoop, runOpenLoop, runWrk, TMP_DIR } from "./loadgen.js";
+import { measured, median, QuietGate, type Watched } from "./measure.js";
+import { type Memory, memory } from "./proc.js";
+import { type ProfileWindow, profileSidecars } from "./profiling.js";
+import { renderMarkdown } from "./report.js";
+import {
+  type BenchResults,
+  checkTargets,
+  type LatencyRun,
+  type SaturationRun,
+  summarise,
+  type VariantId,
+  type VariantInfo,
+} from "./results.js";
+import { startTopology, type Topology } from "./topology.js";
+
+const USAGE = `usage: npm run bench [-- options]
+
+Measures direct, one sidecar, two sidecars (the mesh hop) and nginx one and two hops in one run;
+writes tests/bench/results/latest.{json,md}. Defaults take about 4.5 minutes on 2 cores.
+
+  --reps N               repetitions of every measurement (default 3; the median is reported)
+  --duration S           seconds per saturation run (default 6)
+  --latency-duration S   seconds per paced run, warm-up included (default 5)
+  --latency-warmup S     leading seconds of a paced run not recorded (default 1)
+  --warmup S             seconds of unrecorded load per variant before measuring, and before
+                         each profiling window (default 4)
+  --connections N        connections of wrk and the paced generator (default 32)
+  --threads N            wrk threads (default 1)
+  --server-cpus LIST     CPUs for app, sidecars, nginx (default: the last CPU)
+  --client-cpus LIST     CPUs for the load generators and control plane (default: the other CPUs)
+  --no-pin               do not pin anything
+  --profile-duration S   seconds per profiling window (default 4; 0 = no profiling)
+  --out DIR              results directory (default tests/bench/results)
+  -h, --help`;
+
+interface Settings {
+  reps: number;
+  saturationS: number;
+  latencyS: number;
+  latencyWarmupS: number;
+  warmupS: number;
+  connections: number;
+  threads: number;
+  pinned: boolean;
+  serverCpus: string | undefined;
+  clientCpus: string | undefined;
+  profileS: number;
+  outDir: string;
+}
+
+function positive(name: string, v: string | undefined, dflt: number, allowZero = false): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0 || (n === 0 && !allowZero)) {
+    throw new Error(
+      `--${name}: ${JSON.stringify(v)} is not a ${allowZero ? "non-negative" : "positive"} number`,
+    );
+  }
+  return n;
+}
+
+function parseSettings(argv: string[]): Settings {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      reps: { type: "string" },
+      duration: { type: "string" },
+      "latency-duration": { type: "string" },
+      "latency-warmup": { type: "string" },
+      warmup: { type: "string" },
+      connections: { type: "string" },
+      threads: { type: "string" },
+      "server-cpus": { type: "string" },
+      "client-cpus": { type: "string" },
+      "no-pin": { type: "boolean" },
+      "profile-duration": { type: "string" },
+      out: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+  });
+  if (values.help === true) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  const n = availableParallelism();
+  const pinned = values["no-pin"] !== true && n >= 2;
+  const s: Settings = {
+    reps: Math.round(positive("reps", values.reps, 3)),
+    saturationS: positive("duration", values.duration, 6),
+    latencyS: positive("latency-duration", values["latency-duration"], 5),
+    latencyWarmupS: positive("latency-warmup", values["latency-warmup"], 1, true),
+    warmupS: positive("warmup", values.warmup, 4, true),
+    connections: Math.round(positive("connections", values.connections, 32)),
+    threads: Math.round(positive("threads", values.threads, 1)),
+    pinned,
+    serverCpus: pinned ? (values["server-cpus"] ?? String(n - 1)) : undefined,
+    clientCpus: pinned ? (values["client-cpus"] ?? (n === 2 ? "0" : `0-${n - 2}`)) : undefined,
+    profileS: positive("profile-duration", values["profile-duration"], 4, true),
+    outDir: resolve(values.out ?? join(BENCH_SRC, "results")),
+  };
+  if (s.latencyWarmupS >= s.latencyS)
+    throw new Error("--latency-warmup must be shorter than --latency-duration");
+  return s;
+}
+
+function log(msg: string): void {
+  process.stderr.write(`[bench] ${msg}\n`);
+}
+
+/** Fails fast, naming what to install, when a tool is missing. */
+function requireTools(): void {
+  const missing = ["wrk", "nginx", "gcc", "taskset", "setpriv"].filter(
+    (t) => spawnSync("sh", ["-c", `command -v ${t}`]).status !== 0,
+  );
+  if (missing.length > 0) {
+    throw new Error(
+      `missing ${missing.join(", ")}: run \`npm run setup\` (Debian packages wrk, nginx, gcc, util-linux)`,
+    );
+  }
+}
+
+function firstLine(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: "utf8" });
+  return `${r.stdout ?? ""}${r.stderr ?? ""}`.split("\n")[0]?.trim() ?? "";
+}
+
+function commitInfo(): BenchResults["commit"] {
+  const git = (args: string[]) => execFileSync("git", args, { cwd: BENCH_SRC, encoding: "utf8" }).trimEnd();
+  const sha = git(["rev-parse", "HEAD"]).trim();
+  const changedPaths = git(["status", "--porcelain"])
+    .split("\n")
+    .map((l) => l.slice(3))
+    .filter((p) => p !== "" && !p.startsWith("tests/bench/"));
+  return { sha, dirty: changedPaths.length > 0, changedPaths };
+}
+
+/** One GET through `port` with `host`; resolves with status and body length. */
+function probe(port: number, host: string): Promise<{ status: number; bytes: number }> {
+  return new Promise((resolvePromise, reject) => {
+    const req = request({ host: "127.0.0.1", port, path: "/", headers: { host }, agent: false }, (res) => {
+      let bytes = 0;
+      res.on("data", (c: Buffer) => {
+        bytes += c.length;
+      });
+      res.on("end", () => resolvePromise({ status: res.statusCode ?? 0, bytes }));
+      res.on("error", reject);
+    });
+    req.setTimeout(5000, () => req.destroy(new Error("timed out")));
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+/** VmRSS and RssAnon of a bare node process (this binary, idle for 300 ms), MiB. */
+function nodeFloor(): { rss: number; anon: number } {
+  const out = execFileSync(
+    process.execPath,
+    [
+      "-e",
+      'setTimeout(() => { const s = require("fs").readFileSync("/proc/self/status", "utf8"); const k = (f) => parseInt(s.split("\\n").find((l) => l.startsWith(f + ":")).slice(f.length + 1), 10) / 1024; console.log(JSON.stringify({ rss: k("VmRSS"), anon: k("RssAnon") })); }, 300)',
+    ],
+    { encoding: "utf8" },
+  );
+  return JSON.parse(out) as { rss: number; anon: number };
+}
+
+interface Variant extends VariantInfo {
+  port: number;
+  host: string;
+}
+
+function variantsOf(t: Topology): Variant[] {
+  return [
+    {
+      id: "direct",
+      label: "direct (client → app)",
+      hops: 0,
+      proxies: [],
+      port: t.app.port,
+      host: t.meshHost,
+    },
+    {
+      id: "sidecar-1hop",
+      label: "sidecar, 1 hop (client → inbound sidecar → app)",
+      hops: 1,
+      proxies: ["sidecar-api"],
+      port: t.api.ports.inbound,
+      host: t.meshHost,
+    },
+    {
+      id: "sidecar-2hop",
+      label: "sidecars, 2 hops (client → web sidecar ⇒ api sidecar → app)",
+      hops: 2,
+      proxies: ["sidecar-web", "sidecar-api"],
+      interHop: "HTTP/2 (h2c), pooled",
+      port: t.web.ports.outbound,
+      host: t.meshHost,
+    },
+    {
+      id: "nginx-1hop",
+      label: "nginx, 1 hop (client → nginx → app)",
+      hops: 1,
+      proxies: ["nginx-b"],
+      port: t.nginxB.port,
+      host: t.meshHost,
+    },
+    {
+      id: "nginx-2hop",
+      label: "nginx, 2 hops (client → nginx → nginx → app)",
+      hops: 2,
+      proxies: ["nginx-a", "nginx-b"],
+      interHop: "HTTP/1.1 keep-alive, pooled",
+      port: t.nginxA.port,
+      host: t.meshHost,
+    },
+  ];
+}
+
+function rolePids(t: Topology): Record<string, number> {
+  return {
+    app: t.app.proc.pid,
+    "sidecar-api": t.api.proc.pid,
+    "sidecar-web": t.web.proc.pid,
+    "nginx-a": t.nginxA.proc.pid,
+    "nginx-b": t.nginxB.proc.pid,
+  };
+}
+
+function rssOf(pids: Record<string, number>): Record<string, Memory> {
+  const out: Record<string, Memory> = {};
+  for (const [role, pid] of Object.entries(pids)) out[role] = memory(pid);
+  return out;
+}
+
+async function main(): Promise<void> {
+  const s = parseSettings(process.argv.slice(2));
+  requireTools();
+  const started = new Date();
+  const commit = commitInfo();
+  const bin = buildOpenLoop();
+  await reapStale(); // processes a killed earlier run left behind
+  const placement = { server: s.serverCpus, client: s.clientCpus };
+  log(`starting the topology (server CPUs ${s.serverCpus ?? "any"}, client CPUs ${s.clientCpus ?? "any"})`);
+  const t = await withFreePorts(2, (ports) => startTopology(placement, ports as [number, number]));
+  let stopped = false;
+  const stopTopology = async () => {
+    if (stopped) return;
+    stopped = true;
+    await t.stop();
+  };
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    process.once(sig, () => {
+      log(`${sig}: stopping every process`);
+      void stopTopology().finally(() => process.exit(130));
+    });
+  }
+  const notes: string[] = [];
+  const saturation: SaturationRun[] = [];
+  const latency: LatencyRun[] = [];
+  let profiles: ProfileWindow[] = [];
+  const variants = variantsOf(t);
+  const pids = rolePids(t);
+  const watchedOf = (v: Variant): Watched[] =>
+    ["app", ...v.proxies].map((role) => ({ role, pid: pids[role] as number }));
+  const allOurs = [...Object.values(pids), t.cp.proc.pid];
+  const othersOf = (w: readonly Watched[]) => allOurs.filter((pid) => !w.some((x) => x.pid === pid));
+  const gate = new QuietGate(allOurs);
+  let rssIdleBefore: Record<string, Memory>;
+  let rssIdleAfter: Record<string, Memory>;
+  try {
+    // 2.
+    for (const v of variants) {
+      const r = await probe(v.port, v.host);
+      if (r.status !== 200 || r.bytes !== 100) {
+        throw new Error(`${v.id}: expected 200 with 100 bytes, got ${r.status} with ${r.bytes} bytes`);
+      }
+    }
+    rssIdleBefore = rssOf(pids);
+    log(
+      `idle RSS (MiB): ${Object.entries(rssIdleBefore)
+        .map(([k, v]) => `${k} ${v.rssMiB.toFixed(1)} (private ${v.anonMiB.toFixed(1)})`)
+        .join(", ")}`,
+    );
+    // 3.
+    const load = { connections: s.connections, threads: s.threads, cpus: s.clientCpus };
+    if (s.warmupS > 0) {
+      for (const v of variants) {
+        log(`warm-up ${v.id} (${s.warmupS} s)`);
+        await runWrk({ ...load, port: v.port, host: v.host, durationS: s.warmupS });
+      }
+    }
+    // 4.
+    for (let rep = 1; rep <= s.reps; rep++) {
+      for (const v of variants) {
+        const watched = watchedOf(v);
+        const { result: wrk, resources } = await measured(gate, watched, othersOf(watched), async () => {
+          const r = await runWrk({ ...load, port: v.port, host: v.host, durationS: s.saturationS });
+          return { completed: r.requests, result: r };
+        });
+        saturation.push({ variant: v.id, rep, wrk, resources });
+        const cpu = v.proxies
+          .map((p) => `${p} ${(resources.cpuUsPerRequest[p] ?? NaN).toFixed(1)}`)
+          .join(", ");
+        log(
+          `saturation ${rep}/${s.reps} ${v.id}: ${Math.round(wrk.rps)} req/s; CPU µs/req app ${(resources.cpuUsPerRequest.app ?? NaN).toFixed(1)}${cpu ? `, ${cpu}` : ""}; interference ${resources.interferencePctOfCore.toFixed(0)} %`,
+        );
+      }
+    }
+    // 5.
+    const byId = new Map(variants.map((v) => [v.id, v]));
+    const plan: [VariantId, VariantId][] = [
+      ["sidecar-1hop", "direct"],
+      ["sidecar-1hop", "sidecar-1hop"],
+      ["sidecar-1hop", "nginx-1hop"],
+      ["sidecar-2hop", "direct"],
+      ["sidecar-2hop", "sidecar-2hop"],
+      ["sidecar-2hop", "nginx-2hop"],
+    ];
+    const rateOf = (id: VariantId) =>
+      median(saturation.filter((r) => r.variant === id).map((r) => r.wrk.rps)) / 2;
+    for (let rep = 1; rep <= s.reps; rep++) {
+      for (const [meshed, id] of plan) {
+        const v = byId.get(id) as Variant;
+        const rate = rateOf(meshed);
+        const watched = watchedOf(v);
+        const { result: ol, resources } = await measured(gate, watched, othersOf(watched), async () => {
+          const r = await runOpenLoop({
+            bin,
+            port: v.port,
+            host: v.host,
+            rate,
+            durationS: s.latencyS,
+            warmupS: s.latencyWarmupS,
+            connections: s.connections,
+            cpus: s.clientCpus,
+          });
+          return { completed: r.completed, result: r };
+        });
+        latency.push({ variant: id, rep, rateOf: meshed, openLoop: ol, resources });
+        log(
+          `latency ${rep}/${s.reps} ${id} @ ${Math.round(rate)} req/s: p50 ${(ol.latencyUs.p50 / 1000).toFixed(2)} ms, p99 ${(ol.latencyUs.p99 / 1000).toFixed(2)} ms, errors ${ol.errors + ol.non2xx}, max backlog ${ol.maxBacklog}`,
+        );
+      }
+    }
+    // 6.
+    rssIdleAfter = rssOf(pids);
+    await t.api.proc.stop();
+    await t.web.proc.stop();
+    if (s.profileS > 0) {
+      log("profiling fresh sidecars");
+      mkdirSync(TMP_DIR, { recursive: true });
+      profiles = await profileSidecars({
+        cp: t.cp,
+        app: t.app,
+        serverCpus: s.serverCpus,
+        clientCpus: s.clientCpus,
+        connections: s.connections,
+        threads: s.threads,
+        warmupS: s.warmupS,
+        durationS: s.profileS,
+        intervalUs: 500,
+        outDir: TMP_DIR,
+      });
+    }
+  } finally {
+    await stopTopology();
+  }
+  // 7.
+  for (const r of [...saturation, ...latency]) {
+    if (r.resources.interferencePctOfCore > 20) {
+      notes.push(
+        `${r.variant} run ${r.rep}: other processes used ${r.resources.interferencePctOfCore.toFixed(0)} % of a core during it.`,
+      );
+    }
+  }
+  const summary = summarise(variants, saturation, latency, rssIdleBefore, rssIdleAfter);
+  const finished = new Date();
+  const results: BenchResults = {
+    schema: 1,
+    startedAt: started.toISOString(),
+    finishedAt: finished.toISOString(),
+    wallSeconds: (finished.getTime() - started.getTime()) / 1000,
+    command: ["npm run bench", ...(process.argv.length > 2 ? ["--", ...process.argv.slice(2)] : [])].join(
+      " ",
+    ),
+    commit,
+    machine: {
+      nproc: availableParallelism(),
+      cpuModel: cpus()[0]?.model ?? "unknown",
+      memoryGiB: Math.round(totalmem() / 2 ** 30),
+      kernel: release(),
+      node: process.version,
+      loadAverageAtStart: loadavg()[0]?.toFixed(2) ?? "",
+    },
+    tools: {
+      wrk: firstLine("wrk", ["-v"]).replace(/ Copyright.*$/, ""),
+      nginx: firstLine("nginx", ["-v"]).replace(/^nginx version: /, ""),
+      gcc: firstLine("gcc", ["--version"]),
+    },
+    settings: {
+      reps: s.reps,
+      saturationS: s.saturationS,
+      latencyS: s.latencyS,
+      latencyWarmupS: s.latencyWarmupS,
+      warmupS: s.warmupS,
+      connections: s.connections,
+      threads: s.threads,
+      pinned: s.pinned,
+      serverCpus: s.serverCpus ?? "",
+      clientCpus: s.clientCpus ?? "",
+      profileS: s.profileS,
+    },
+    variants: variants.map(({ port: _p, host: _h, ...info }) => info),
+    memoryIdleBefore: rssIdleBefore,
+    memoryIdleAfter: rssIdleAfter,
+    nodeFloorMiB: nodeFloor(),
+    quietWaitTotalMs: gate.spent,
+    saturation,
+    latency,
+    summary,
+    targets: checkTargets(summary),
+    profiles,
+    notes,
+  };
+  mkdirSync(s.outDir, { recursive: true });
+  const stamp = started.toISOString().replace(/[:]/g, "-").replace(/\..*$/, "");
+  const json = `${JSON.stringify(results, null, 2)}\n`;
+  writeFileSync(join(s.outDir, `${stamp}-${commit.sha.slice(0, 7)}.json`), json);
+  writeFileSync(join(s.outDir, "latest.json"), json);
+  writeFileSync(join(s.outDir, "latest.md"), renderMarkdown(results, join(BENCH_SRC, "analysis.md")));
+  log(`wrote ${join(s.outDir, "latest.md")} and latest.json (${Math.round(results.wallSeconds)} s)`);
+  for (const r of summary) {
+    log(
+      `${r.variant}: ${Math.round(r.rps.median)} req/s (×${r.rps.vsDirect.toFixed(2)}), CPU/hop ${r.cpuUsPerRequest.perHop.toFixed(1)} µs` +
+        (r.latency
+          ? `, added p50/p99 ${(r.latency.addedP50Us / 1000).toFixed(2)}/${(r.latency.addedP99Us / 1000).toFixed(2)} ms`
+          : ""),
+    );
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(
+    `[bench] failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
+  process.exitCode = 1;
+});
