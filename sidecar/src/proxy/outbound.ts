@@ -23,6 +23,7 @@ import { durationMs } from "@trellis/proto/duration";
 import { OutboundTrafficPolicy } from "@trellis/proto/gen/trellis/v1/traffic_policy_pb";
 import { Agent, type Dispatcher } from "undici";
 import type { EndpointState } from "../balancer/endpoint-state.js";
+import { newHashCookie } from "../balancer/hash-key.js";
 import { applyRequestEdits, applyResponseEdits } from "../routing/header-edits.js";
 import { normalizeAuthority, serviceNameForHost } from "../routing/host.js";
 import { matchRule } from "../routing/match.js";
@@ -75,6 +76,30 @@ interface Target {
   rule: CompiledRule;
   cluster: ClusterRuntime;
   endpoint: EndpointState;
+  /** The RING_HASH key of this request (its retry goes to the key's next endpoint). */
+  hashKey: string | undefined;
+}
+
+const NO_PICK_CONTEXT = {};
+
+/**
+ * The RING_HASH key of a request, from the cluster's hashOn source; with a generated cookie
+ * (`cookie.ttl`) and no cookie on the request, a new one is made and set on the response.
+ */
+function requestHashKey(
+  cluster: ClusterRuntime,
+  req: DownstreamRequest,
+  res: DownstreamResponse,
+  query: string,
+  random: () => number,
+): string | undefined {
+  const source = cluster.hashKey;
+  if (source === undefined) return undefined;
+  const key = source.key(req.headers, query, req.socket?.remoteAddress);
+  if (key !== undefined || source.generatedCookie === undefined) return key;
+  const c = newHashCookie(source.generatedCookie, random);
+  res.appendHeader("set-cookie", c.setCookie);
+  return c.value;
 }
 
 export class OutboundProxy {
@@ -179,7 +204,8 @@ export class OutboundProxy {
         started,
         dst,
       );
-    const endpoint = cluster.balancer.pick({});
+    const hashKey = requestHashKey(cluster, req, res, np.query, this.deps.random);
+    const endpoint = cluster.balancer.pick(hashKey === undefined ? NO_PICK_CONTEXT : { hashKey });
     if (endpoint === undefined)
       return this.reply(
         req,
@@ -198,7 +224,7 @@ export class OutboundProxy {
     this.forward(
       req,
       res,
-      { table, rule, cluster, endpoint },
+      { table, rule, cluster, endpoint, hashKey },
       authorityText as string,
       path,
       headers,
@@ -312,7 +338,10 @@ export class OutboundProxy {
         const f = classifyUpstreamError(err, stream.session?.connecting === false);
         if (n === 0 && endStream && (f.connectFailure || f.refusedStream)) {
           endpoint.onFinish(performance.now() - started, false);
-          const next = t.cluster.balancer.pick({ exclude: new Set([endpoint.key]) });
+          const exclude = new Set([endpoint.key]);
+          const next = t.cluster.balancer.pick(
+            t.hashKey === undefined ? { exclude } : { exclude, hashKey: t.hashKey },
+          );
           if (next !== undefined) {
             attempt(next, 1);
             return;
@@ -510,7 +539,9 @@ export class OutboundProxy {
       port === undefined ? undefined : matchRule(table, port, "GET", np.path, req.headers, np.query);
     if (rule === undefined) return fail("no_route", `no rule of ${table.name} matches`, undefined, dst);
     const cluster = rt.clusters.get(pickCluster(rule, this.deps.random));
-    const endpoint = cluster?.balancer.pick({});
+    // No response object here to set a generated cookie on: an existing key is used, else random.
+    const wsKey = cluster?.hashKey?.key(req.headers, np.query, req.socket?.remoteAddress);
+    const endpoint = cluster?.balancer.pick(wsKey === undefined ? NO_PICK_CONTEXT : { hashKey: wsKey });
     if (cluster === undefined || endpoint === undefined)
       return fail("no_healthy_upstream", `${table.name} has no usable endpoint`, undefined, dst);
     if (socket.destroyed) return;

@@ -5,7 +5,6 @@
  * policy shows as rejected, never as silently applied.
  */
 import type { Cluster, CompiledRouteRule } from "@trellis/proto/gen/trellis/v1/resources_pb";
-import { LoadBalancerPolicy } from "@trellis/proto/gen/trellis/v1/traffic_policy_pb";
 
 /** Policy kinds declared at registration. */
 export const SUPPORTED_KINDS: readonly string[] = ["Service", "HTTPRoute", "TrafficPolicy"];
@@ -33,11 +32,6 @@ export function unsupportedClusterFields(c: Cluster): string[] {
   const p = c.policy;
   if (p === undefined) return [];
   const out: string[] = [];
-  const lb = p.loadBalancer;
-  if (lb !== undefined) {
-    if (lb.policy === LoadBalancerPolicy.RING_HASH || lb.hashOn !== undefined)
-      out.push("loadBalancer RING_HASH");
-  }
   if (p.connectionLimits !== undefined) out.push("connectionLimits");
   if (p.outlierDetection !== undefined) out.push("outlierDetection");
   if (p.healthCheck !== undefined) out.push("healthCheck");

@@ -18,6 +18,7 @@ import { waitFor } from "../../helpers/wait.js";
 
 const ROUND_ROBIN = 1;
 const LEAST_REQUEST = 2;
+const RING_HASH = 3;
 
 describe("sidecar load balancing", () => {
   let cp: ControlPlaneProcess;
@@ -110,5 +111,38 @@ spec:
       const n = counts.get(a.name) ?? 0;
       assert.ok(n >= 97 && n <= 103, `${a.name} got ${n} of 300: ${JSON.stringify([...counts])}`);
     }
+  });
+
+  it("RING_HASH on a header keeps each user on one replica and spreads users over all of them", async () => {
+    const applied = await runTrellis(
+      ["apply", "-f", "-"],
+      cp.env,
+      `apiVersion: trellis.dev/v1
+kind: TrafficPolicy
+metadata: { name: orders, namespace: shop }
+spec:
+  targetRef: { kind: Service, name: orders }
+  loadBalancer: { policy: RING_HASH, hashOn: { header: x-user } }
+`,
+    );
+    assert.equal(applied.code, 0, applied.stderr);
+    await ordersCluster(
+      (c) => c.policy === RING_HASH && c.endpoints.length === 3,
+      "orders cluster RING_HASH",
+    );
+    const placement = new Map<string, string>();
+    for (let round = 0; round < 3; round++) {
+      for (let u = 0; u < 60; u++) {
+        const user = `user-${u}`;
+        const r = await client.send({ host, headers: { "x-user": user } });
+        assert.equal(r.status, 200, r.body);
+        const app = countByApp([r]).keys().next().value as string;
+        const before = placement.get(user);
+        if (before !== undefined) assert.equal(app, before, `${user} moved from ${before} to ${app}`);
+        placement.set(user, app);
+      }
+    }
+    const used = new Set(placement.values());
+    assert.equal(used.size, 3, `60 users spread over ${used.size} replicas`);
   });
 });
