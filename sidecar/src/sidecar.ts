@@ -182,24 +182,24 @@ export class Sidecar {
     const m = this.metrics;
     const src = { service: this.config.service, namespace: this.config.namespace };
     return {
-      inbound: (rt, status, reason, startedMs, bytes) => {
+      inbound: (rt, status, reason, startedMs, bytes, grpcStatus) => {
         m.requestSeries(
           "inbound",
           "unknown",
           "unknown",
           rt?.service ?? src.service,
           rt?.namespace ?? src.namespace,
-        ).record(status, undefined, reason, (performance.now() - startedMs) / 1000, 0, bytes);
+        ).record(status, grpcStatus, reason, (performance.now() - startedMs) / 1000, 0, bytes);
         if (reason !== "") m.localReply(reason as LocalReplyReason);
       },
-      outbound: (dst, status, reason, startedMs, bytes) => {
+      outbound: (dst, status, reason, startedMs, bytes, grpcStatus) => {
         m.requestSeries(
           "outbound",
           src.service,
           src.namespace,
           dst?.destinationService ?? "unknown",
           dst?.destinationNamespace ?? "unknown",
-        ).record(status, undefined, reason, (performance.now() - startedMs) / 1000, 0, bytes);
+        ).record(status, grpcStatus, reason, (performance.now() - startedMs) / 1000, 0, bytes);
         if (reason !== "") m.localReply(reason as LocalReplyReason);
       },
       error: (where, err) =>

@@ -83,7 +83,7 @@ export class QuietGate {
     private readonly ours: readonly number[],
     private readonly thresholdPct = 15,
     private readonly maxPerRunMs = 4000,
-    private readonly budgetMs = 30_000,
+    private readonly budgetMs = 15_000,
   ) {}
 
   /** Resolves with the time waited and the last foreign load seen. */

@@ -160,7 +160,7 @@ Raw numbers: \`tests/bench/results/latest.json\` (every run, not just medians).
 
 Workload: HTTP/1.1 keep-alive \`GET /\` without a body, 100-byte response with Content-Length, from the same
 node:http app behind every variant. Saturation: wrk, ${s.connections} connections, ${s.threads} thread, ${s.saturationS} s per run,
-median of ${s.reps} runs interleaved across variants after a ${s.warmupS} s warm-up each. Latency: our paced open-loop generator
+median of ${s.reps} runs interleaved across variants after a warm-up (${s.warmupS} s per sidecar variant, 3 s for the others). Latency: our paced open-loop generator
 (\`tests/bench/open-loop.c\`) at half of each sidecar variant's median maximum, ${s.latencyS} s per run (first ${s.latencyWarmupS} s
 not recorded), latency from each request's scheduled send time; direct and nginx measured at the same rate in the same run.
 Placement: ${s.pinned ? `app, sidecars and nginx pinned to CPU ${s.serverCpus}; wrk, the paced generator and the control plane to CPU ${s.clientCpus}` : "not pinned"}.

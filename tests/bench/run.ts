@@ -38,6 +38,9 @@ import {
 } from "./results.js";
 import { startTopology, type Topology } from "./topology.js";
 
+/** Warm-up of the variants without a sidecar (direct, nginx), seconds at most. */
+const PEER_WARMUP_S = 3;
+
 const USAGE = `usage: npm run bench [-- options]
 
 Measures direct, one sidecar, two sidecars (the mesh hop) and nginx one and two hops in one run;
@@ -45,10 +48,10 @@ writes tests/bench/results/latest.{json,md}. Defaults take about 4.5 minutes on 
 
   --reps N               repetitions of every measurement (default 3; the median is reported)
   --duration S           seconds per saturation run (default 6)
-  --latency-duration S   seconds per paced run, warm-up included (default 5)
+  --latency-duration S   seconds per paced run, warm-up included (default 4)
   --latency-warmup S     leading seconds of a paced run not recorded (default 1)
-  --warmup S             seconds of unrecorded load per variant before measuring, and before
-                         each profiling window (default 4)
+  --warmup S             seconds of unrecorded load per sidecar variant before measuring (direct
+                         and nginx get at most 3), and before each profiling window (default 12)
   --connections N        connections of wrk and the paced generator (default 32)
   --threads N            wrk threads (default 1)
   --server-cpus LIST     CPUs for app, sidecars, nginx (default: the last CPU)
@@ -113,9 +116,9 @@ function parseSettings(argv: string[]): Settings {
   const s: Settings = {
     reps: Math.round(positive("reps", values.reps, 3)),
     saturationS: positive("duration", values.duration, 6),
-    latencyS: positive("latency-duration", values["latency-duration"], 5),
+    latencyS: positive("latency-duration", values["latency-duration"], 4),
     latencyWarmupS: positive("latency-warmup", values["latency-warmup"], 1, true),
-    warmupS: positive("warmup", values.warmup, 4, true),
+    warmupS: positive("warmup", values.warmup, 12, true),
     connections: Math.round(positive("connections", values.connections, 32)),
     threads: Math.round(positive("threads", values.threads, 1)),
     pinned,
@@ -309,11 +312,14 @@ async function main(): Promise<void> {
     );
     // 3.
     const load = { connections: s.connections, threads: s.threads, cpus: s.clientCpus };
-    if (s.warmupS > 0) {
-      for (const v of variants) {
-        log(`warm-up ${v.id} (${s.warmupS} s)`);
-        await runWrk({ ...load, port: v.port, host: v.host, durationS: s.warmupS });
-      }
+    // The sidecars need seconds of load before their CPU per request settles (JIT tiers, pools,
+    // heap sizing: ~300 µs/req in the first 5 s, half that after ~15 s on this machine); the
+    // node:http app and nginx settle within a second and are warmed by every variant anyway.
+    for (const v of variants) {
+      const seconds = v.id.startsWith("sidecar") ? s.warmupS : Math.min(PEER_WARMUP_S, s.warmupS);
+      if (seconds <= 0) continue;
+      log(`warm-up ${v.id} (${seconds} s)`);
+      await runWrk({ ...load, port: v.port, host: v.host, durationS: seconds });
     }
     // 4.
     for (let rep = 1; rep <= s.reps; rep++) {

@@ -150,6 +150,8 @@ export interface AppResult {
   status: number;
   failure?: UpstreamFailure;
   responseBytes: number;
+  /** The app's grpc-status (trailers or trailers-only headers), for gRPC ports. */
+  grpcStatus?: number;
 }
 
 export class AppClient {
@@ -331,19 +333,24 @@ export class AppClient {
       stream.on("response", (h, flags, raw) => {
         responded = true;
         const status = Number(h[":status"] ?? 502);
+        const grpcOf = (v: unknown) => (v === undefined ? {} : { grpcStatus: Number(v) });
         if (endsStream(flags)) {
           respondHeadersOnly(res, status, forwardableResponseRaw(raw));
           stream.resume();
-          resolve({ status, responseBytes: 0 });
+          resolve({ status, responseBytes: 0, ...grpcOf(h["grpc-status"]) });
           return;
         }
         writeHead(res, status, forwardableResponseRaw(raw));
         let bytes = 0;
+        let grpcStatus: unknown;
         stream.on("data", (c: Buffer) => {
           bytes += c.length;
         });
-        stream.on("trailers", (_t, _flags, raw) => res.addTrailers(forwardableResponseRaw(raw)));
-        splice(stream, res, () => resolve({ status, responseBytes: bytes }));
+        stream.on("trailers", (t, _flags, raw) => {
+          grpcStatus = t["grpc-status"];
+          res.addTrailers(forwardableResponseRaw(raw));
+        });
+        splice(stream, res, () => resolve({ status, responseBytes: bytes, ...grpcOf(grpcStatus) }));
       });
       stream.on("error", (err) => {
         if (!responded)

@@ -57,11 +57,12 @@ export function forwardableHeaders(
   distinct: Record<string, string[] | undefined>,
   keepUpgrade = false,
 ): HeaderMap {
-  const out: HeaderMap = Object.create(null) as HeaderMap; // a header named __proto__ stays a header
+  const out: HeaderMap = {};
   const named = headerTokens(distinct.connection);
   for (const name in distinct) {
     const values = distinct[name];
-    if (values === undefined || isPseudo(name) || name === "host") continue;
+    // "__proto__" would replace the map's prototype instead of being a header: dropped.
+    if (values === undefined || isPseudo(name) || name === "host" || name === "__proto__") continue;
     if (HOP_BY_HOP.has(name)) {
       if (name === "te" && headerTokens(values)?.has("trailers") === true) out.te = "trailers";
       else if (name === "upgrade" && keepUpgrade)

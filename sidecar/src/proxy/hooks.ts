@@ -17,6 +17,8 @@ export interface ProxyHooks {
     reason: string,
     startedMs: number,
     responseBytes: number,
+    /** The gRPC status, for gRPC requests (from trailers, trailers-only headers or the local reply). */
+    grpcStatus?: number,
   ): void;
   /** An outbound request finished. */
   outbound(
@@ -25,6 +27,8 @@ export interface ProxyHooks {
     reason: string,
     startedMs: number,
     responseBytes: number,
+    /** The gRPC status, for gRPC requests (from trailers, trailers-only headers or the local reply). */
+    grpcStatus?: number,
   ): void;
   /** A bug or unexpected failure in the data path (logged; the request got a local reply). */
   error(where: string, err: unknown): void;

@@ -25,7 +25,7 @@ import {
   type HeaderMap,
 } from "./headers.js";
 import type { ProxyHooks } from "./hooks.js";
-import { isGrpc, sendLocalReply } from "./local-reply.js";
+import { isGrpc, REASON_STATUS, sendLocalReply } from "./local-reply.js";
 
 /** The header a calling sidecar uses to name the app port it wants. Removed before the app. */
 export const APP_PORT_HEADER = "x-trellis-port";
@@ -74,7 +74,14 @@ export class InboundProxy {
     const hooks = this.deps.hooks;
     if (rt === undefined) {
       const status = sendLocalReply(res, grpc, "no_healthy_upstream", "the sidecar has no configuration yet");
-      hooks.inbound(undefined, status, "no_healthy_upstream", started, 0);
+      hooks.inbound(
+        undefined,
+        status,
+        "no_healthy_upstream",
+        started,
+        0,
+        grpc ? REASON_STATUS.no_healthy_upstream.grpc : undefined,
+      );
       return;
     }
     const headers = forwardableRaw(req.rawHeaders);
@@ -89,7 +96,7 @@ export class InboundProxy {
         "no_route",
         named !== undefined ? `app port ${named} is not served here` : "no app port",
       );
-      hooks.inbound(rt, status, "no_route", started, 0);
+      hooks.inbound(rt, status, "no_route", started, 0, grpc ? REASON_STATUS.no_route.grpc : undefined);
       return;
     }
     appendForwardedFor(headers, req.socket?.remoteAddress);
@@ -110,10 +117,17 @@ export class InboundProxy {
     );
     if (result.failure !== undefined) {
       const status = sendLocalReply(res, grpc, result.failure.reason, result.failure.message);
-      hooks.inbound(rt, status, result.failure.reason, started, 0);
+      hooks.inbound(
+        rt,
+        status,
+        result.failure.reason,
+        started,
+        0,
+        grpc ? REASON_STATUS[result.failure.reason].grpc : undefined,
+      );
       return;
     }
-    hooks.inbound(rt, result.status, "", started, result.responseBytes);
+    hooks.inbound(rt, result.status, "", started, result.responseBytes, result.grpcStatus);
   }
 
   /**

@@ -122,7 +122,8 @@ export class OutboundProxy {
     started: number,
     dst?: { service: string; namespace: string },
   ): void {
-    const status = sendLocalReply(res, isGrpc(req.headers["content-type"]), reason, message);
+    const grpc = isGrpc(req.headers["content-type"]);
+    const status = sendLocalReply(res, grpc, reason, message);
     this.deps.hooks.outbound(
       dst === undefined
         ? undefined
@@ -131,6 +132,7 @@ export class OutboundProxy {
       reason,
       started,
       0,
+      grpc ? REASON_STATUS[reason].grpc : undefined,
     );
   }
 
@@ -279,12 +281,16 @@ export class OutboundProxy {
     let current: http2.ClientHttp2Stream | undefined;
     let currentEndpoint = t.endpoint;
     let timer: NodeJS.Timeout | undefined;
+    // The gRPC status of the exchange (trailers-only headers, or the trailers), for metrics.
+    let grpcStatus: number | undefined;
     const finish = (endpoint: EndpointState, status: number, reason: string, ok: boolean) => {
       if (finished) return;
       finished = true;
       if (timer !== undefined) clearTimeout(timer);
       endpoint.onFinish(performance.now() - started, ok);
-      this.deps.hooks.outbound(dst, status, reason, started, bytes);
+      if (grpc && grpcStatus === undefined && reason !== "")
+        grpcStatus = REASON_STATUS[reason as LocalReason]?.grpc;
+      this.deps.hooks.outbound(dst, status, reason, started, bytes, grpcStatus);
     };
     // One attempt on one endpoint. Without a retry policy, only failures where nothing reached the
     // upstream (connect failure, refused stream) are retried, once, on another endpoint — and only
@@ -311,6 +317,7 @@ export class OutboundProxy {
         if (finished) return;
         responded = true;
         const status = Number(h[":status"] ?? 502);
+        if (grpc && h["grpc-status"] !== undefined) grpcStatus = Number(h["grpc-status"]);
         const out = forwardableResponseRaw(raw);
         applyResponseEdits(out, t.rule.headerEdits);
         if (endsStream(flags)) {
@@ -323,7 +330,10 @@ export class OutboundProxy {
         stream.on("data", (c: Buffer) => {
           bytes += c.length;
         });
-        stream.on("trailers", (_tr, _flags, raw) => res.addTrailers(forwardableResponseRaw(raw)));
+        stream.on("trailers", (tr, _flags, raw) => {
+          if (grpc && tr["grpc-status"] !== undefined) grpcStatus = Number(tr["grpc-status"]);
+          res.addTrailers(forwardableResponseRaw(raw));
+        });
         splice(stream, res, (err) =>
           finish(endpoint, status, err ? "upstream_reset" : "", !err && status < 500),
         );

@@ -365,4 +365,25 @@ describe("sidecar chain: gRPC", () => {
       other.close();
     }
   });
+
+  it("request metrics carry the gRPC status on both sidecars (grpc_status label)", async () => {
+    const scrape = async (port: number) => (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const [out, inb] = await Promise.all([
+      scrape(chain.client.ports.stats),
+      scrape(chain.server.ports.stats),
+    ]);
+    const has = (text: string, direction: string, code: number) =>
+      new RegExp(
+        `^trellis_requests_total\\{[^}]*direction="${direction}"[^}]*grpc_status="${code}"[^}]*\\} [1-9]`,
+        "m",
+      ).test(text);
+    assert.ok(has(out, "outbound", grpc.status.OK), "outbound OK series");
+    assert.ok(has(out, "outbound", grpc.status.NOT_FOUND), "outbound NOT_FOUND series");
+    assert.ok(has(inb, "inbound", grpc.status.OK), "inbound OK series");
+    assert.ok(has(inb, "inbound", grpc.status.NOT_FOUND), "inbound NOT_FOUND series");
+    assert.ok(
+      has(out, "outbound", grpc.status.UNIMPLEMENTED),
+      "the local no_route reply counted as UNIMPLEMENTED",
+    );
+  });
 });
