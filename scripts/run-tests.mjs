@@ -15,7 +15,7 @@
 //   - anything starting with `-` goes to `node --test` unchanged, e.g. `--test-name-pattern=leader`.
 // A filter that matches no file is an error (exit 1), so a typo does not pass as "0 tests failed".
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join, relative, resolve, sep } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
@@ -87,21 +87,38 @@ if (files.length === 0) {
   process.exit(1);
 }
 
-const args = [
-  "--test",
-  "--test-concurrency=2",
-  "--test-timeout=120000",
-  "--test-force-exit",
-  "--test-reporter=spec",
-  "--test-reporter-destination=stdout",
-  ...nodeFlags,
-  ...files.map((f) => relative(repo, f)),
-];
-const runner = spawn(process.execPath, args, { cwd: repo, stdio: "inherit" });
-const forward = (signal) => runner.kill(signal);
+// Files whose assertions depend on timing under load (latency-aware balancing, paced loads that
+// must see zero failures) say `// trellis-test: serial` at the top: they run after the others, one
+// at a time, so another test file's CPU burst on a 2-core machine cannot skew them.
+const isSerial = (f) => readFileSync(f, "utf8").slice(0, 2000).includes("trellis-test: serial");
+const serial = files.filter(isSerial);
+const parallel = files.filter((f) => !serial.includes(f));
+
+let runner;
+const forward = (signal) => runner?.kill(signal);
 process.on("SIGINT", forward);
 process.on("SIGTERM", forward);
-const [code, signal] = await new Promise((done) => runner.once("exit", (c, s) => done([c, s])));
+
+async function runBatch(batch, concurrency) {
+  if (batch.length === 0) return 0;
+  const args = [
+    "--test",
+    `--test-concurrency=${concurrency}`,
+    "--test-timeout=120000",
+    "--test-force-exit",
+    "--test-reporter=spec",
+    "--test-reporter-destination=stdout",
+    ...nodeFlags,
+    ...batch.map((f) => relative(repo, f)),
+  ];
+  runner = spawn(process.execPath, args, { cwd: repo, stdio: "inherit" });
+  const [code, signal] = await new Promise((done) => runner.once("exit", (c, s) => done([c, s])));
+  return code ?? (signal ? 1 : 0);
+}
+
+const first = await runBatch(parallel, 2);
+const second = await runBatch(serial, 1);
+const code = first !== 0 ? first : second;
 
 report("after the run", await reapStale());
-process.exit(code ?? (signal ? 1 : 0));
+process.exit(code);

@@ -1,3 +1,4 @@
+// trellis-test: serial
 // Load balancing through a real client-sidecar → server-sidecar chain with three replicas of one
 // service (each app on its own loopback address, one shared app port): P2C least-request (the
 // default) keeps traffic off a replica slowed by 50 ms; ROUND_ROBIN from a TrafficPolicy is even.

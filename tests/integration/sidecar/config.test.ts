@@ -1,3 +1,4 @@
+// trellis-test: serial
 // Live configuration through real sidecars and the real control plane (embedded store), under a
 // paced open-loop load: a route change, an endpoint added and one deregistered fail no request; a
 // NACKed resource leaves the rest applied and shows as rejected; a SIGKILLed control plane changes

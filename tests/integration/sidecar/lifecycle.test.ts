@@ -1,3 +1,4 @@
+// trellis-test: serial
 // Sidecar lifecycle with the real control plane: not ready and refusing traffic before the first
 // config, ready after; SIGTERM to one of two server replicas under a paced load fails no request
 // (deregister → readiness fails → Connection: close / GOAWAY for the drain delay → in-flight
