@@ -15,8 +15,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # etcd-server/etcd-client: control-plane store; redis-server: rate limiting; iptables/iproute2:
-# network-namespace "pods" and transparent capture; nginx, wrk, nghttp2-client (h2load): benchmarks.
-PACKAGES=(etcd-server etcd-client redis-server iptables iproute2 nginx wrk nghttp2-client)
+# network-namespace "pods" and transparent capture; nginx, wrk, nghttp2-client (h2load), gcc (the
+# benchmark's paced load generator, tests/bench/open-loop.c): benchmarks.
+PACKAGES=(etcd-server etcd-client redis-server iptables iproute2 nginx wrk nghttp2-client gcc)
 # Packages whose Debian postinst would start (and enable) a system-wide daemon.
 # Package -> service unit name.
 declare -A SERVICES=([etcd-server]=etcd [redis-server]=redis-server [nginx]=nginx)

@@ -125,6 +125,9 @@ export interface ProfileWindow {
   requests: number;
   rps: number;
   cpuUsPerRequest: number;
+  /** The same load just before, without the profiler: CPU µs per request and req/s. */
+  baselineCpuUsPerRequest: number;
+  baselineRps: number;
   /** Collections during the window (from --trace-gc) and their main-thread pauses. */
   gc: GcSummary;
   /**
@@ -172,7 +175,12 @@ async function window(
   fileName: string,
 ): Promise<ProfileWindow> {
   const load = { port, host, connections: o.connections, threads: o.threads, cpus: o.clientCpus };
-  await runWrk({ ...load, durationS: warmupS });
+  // The last `durationS` of the warm-up is measured: the same load and placement without the
+  // profiler, to tell the profiler's own cost from the cost of this placement.
+  if (warmupS > o.durationS) await runWrk({ ...load, durationS: warmupS - o.durationS });
+  const b0 = cpuMicros(sc.proc.pid);
+  const base = await runWrk({ ...load, durationS: o.durationS });
+  const baselineCpuUsPerRequest = (cpuMicros(sc.proc.pid) - b0) / base.requests;
   const liveAfterWarmup = await liveHeapMiB(insp);
   await insp.call("Profiler.setSamplingInterval", { interval: o.intervalUs });
   const logStart = statSync(sc.proc.logFile).size;
@@ -200,6 +208,8 @@ async function window(
     requests: r.requests,
     rps: r.rps,
     cpuUsPerRequest: (cpu1 - cpu0) / r.requests,
+    baselineCpuUsPerRequest,
+    baselineRps: base.rps,
     gc: parseGcTrace(gcText),
     heap: {
       liveAfterWarmupMiB: round1(liveAfterWarmup),

@@ -7,6 +7,7 @@
  * a warning when this run measured a different commit, so a stale reading cannot pass for current.
  */
 import { existsSync, readFileSync } from "node:fs";
+import { median } from "./measure.js";
 import type { ProfileWindow } from "./profiling.js";
 import type { BenchResults, SummaryRow } from "./results.js";
 
@@ -54,15 +55,40 @@ function mainTable(res: BenchResults): string {
   return lines.join("\n");
 }
 
-function directLatencyLines(res: BenchResults): string {
-  const out: string[] = [];
-  for (const r of res.summary) {
-    if (r.latency === undefined) continue;
-    out.push(
-      `- at ${f0(r.latency.rate)} req/s (half of ${r.variant.startsWith("sidecar") ? r.label : "the matching sidecar variant"}'s maximum): direct p50 ${ms(r.latency.directP50Us)} ms, p99 ${ms(r.latency.directP99Us)} ms; ${r.label} p50 ${ms(r.latency.p50Us)} ms, p99 ${ms(r.latency.p99Us)} ms; proxy CPU at that rate ${f1(r.latency.cpuUsPerRequest)} µs/req`,
-    );
+/**
+ * The paced runs as a table: per rate (half a sidecar variant's maximum), direct, the sidecar
+ * variant and nginx at that same rate; medians over repetitions. The last two columns say how hard
+ * the proxies worked at that rate and how busy the server CPU was (app + proxies), which is what
+ * the tail latency follows.
+ */
+function latencyTable(res: BenchResults): string {
+  const lines = [
+    "| paced rate (req/s) | variant | p50 (ms) | p99 (ms) | added p50 / p99 (ms) | proxy CPU µs/req at this rate | app + proxies, % of one core |",
+    "|--:|---|--:|--:|--:|--:|--:|",
+  ];
+  const proxiesOf = new Map(res.variants.map((v) => [v.id, v.proxies]));
+  for (const rateOf of [...new Set(res.latency.map((r) => r.rateOf))]) {
+    const at = res.latency.filter((r) => r.rateOf === rateOf);
+    const direct = at.filter((r) => r.variant === "direct");
+    const d50 = median(direct.map((r) => r.openLoop.latencyUs.p50));
+    const d99 = median(direct.map((r) => r.openLoop.latencyUs.p99));
+    for (const id of [...new Set(at.map((r) => r.variant))]) {
+      const runs = at.filter((r) => r.variant === id);
+      const proxies = proxiesOf.get(id) ?? [];
+      const p50 = median(runs.map((r) => r.openLoop.latencyUs.p50));
+      const p99 = median(runs.map((r) => r.openLoop.latencyUs.p99));
+      const cpu = median(
+        runs.map((r) => proxies.reduce((sum, role) => sum + (r.resources.cpuUsPerRequest[role] ?? NaN), 0)),
+      );
+      const busy = median(
+        runs.map((r) => Object.values(r.resources.cpuPctOfCore).reduce((sum, pct) => sum + pct, 0)),
+      );
+      lines.push(
+        `| ${f0(runs[0]?.openLoop.rate ?? NaN)} | ${id} | ${ms(p50)} | ${ms(p99)} | ${id === "direct" ? "–" : `${signedMs(p50 - d50)} / ${signedMs(p99 - d99)}`} | ${proxies.length === 0 ? "–" : f1(cpu)} | ${f0(busy)} % |`,
+      );
+    }
   }
-  return out.join("\n");
+  return lines.join("\n");
 }
 
 function cpuSplitTable(res: BenchResults): string {
@@ -96,6 +122,20 @@ function nginxComparison(res: BenchResults): string {
       `- ${hops} hop${hops > 1 ? "s" : ""}: the sidecar path serves ${(sc.rps.median / ng.rps.median).toFixed(2)}× nginx's req/s and spends ${(sc.cpuUsPerRequest.perHop / ng.cpuUsPerRequest.perHop).toFixed(1)}× its CPU per request per hop (${f1(sc.cpuUsPerRequest.perHop)} vs ${f1(ng.cpuUsPerRequest.perHop)} µs).`,
     );
   }
+  const floor = by.get("node-proxy-1hop");
+  const sc1 = by.get("sidecar-1hop");
+  const direct = by.get("direct");
+  if (floor !== undefined && sc1 !== undefined) {
+    out.push(
+      `- The floor of Node's own HTTP stack, measured in the same run (bare node:http server + the sidecar's undici Pool, no mesh logic): ${f1(floor.cpuUsPerRequest.perHop)} µs per request, ${f0(floor.rps.median)} req/s. The sidecar's hop costs ${(sc1.cpuUsPerRequest.perHop / floor.cpuUsPerRequest.perHop).toFixed(1)}× that: ${f1(sc1.cpuUsPerRequest.perHop - floor.cpuUsPerRequest.perHop)} µs per request are the sidecar's own.`,
+    );
+  }
+  if (direct !== undefined && sc1 !== undefined) {
+    const ng = by.get("nginx-1hop");
+    out.push(
+      `- Yardstick for comparing runs (this machine's speed drifts between runs): the app alone costs ${f1(direct.cpuUsPerRequest.app)} µs per request here; one sidecar hop is ${(sc1.cpuUsPerRequest.perHop / direct.cpuUsPerRequest.app).toFixed(1)}× that${ng !== undefined ? `, one nginx hop ${(ng.cpuUsPerRequest.perHop / direct.cpuUsPerRequest.app).toFixed(1)}×` : ""}.`,
+    );
+  }
   return out.join("\n");
 }
 
@@ -106,7 +146,7 @@ function profileSection(p: ProfileWindow): string {
   return [
     `### ${s.label}`,
     "",
-    `${f0(p.rps)} req/s under the profiler (${f0(p.requests)} requests), ${f1(p.cpuUsPerRequest)} µs CPU per request; ${f0(s.busyMs)} ms on CPU sampled, ${f0(s.idleMs)} ms idle. Raw profiles: \`${p.file.replace(/^.*\/tests\//, "tests/")}\` and \`.heapprofile\` beside it (git-ignored; open in Chrome DevTools).`,
+    `${f0(p.rps)} req/s under the profiler (${f0(p.requests)} requests), ${f1(p.cpuUsPerRequest)} µs CPU per request (${f1(p.baselineCpuUsPerRequest)} µs at ${f0(p.baselineRps)} req/s without the profiler, same placement); ${f0(s.busyMs)} ms on CPU sampled, ${f0(s.idleMs)} ms idle. Raw profiles: \`${p.file.replace(/^.*\/tests\//, "tests/")}\` and \`.heapprofile\` beside it (git-ignored; open in Chrome DevTools).`,
     "",
     `GC in the window (--trace-gc): ${p.gc.young.count} young collections, ${f1(p.gc.young.totalMs)} ms paused in all, longest ${f1(p.gc.young.maxMs)} ms; ${p.gc.full.count} full collections, ${f1(p.gc.full.totalMs)} ms in all, longest ${f1(p.gc.full.maxMs)} ms. V8 heap live after a forced full GC: ${f1(p.heap.liveAfterWarmupMiB)} MiB after warm-up → ${f1(p.heap.liveAfterWindowMiB)} MiB after the window (${f1(p.heap.inUseAfterWindowMiB)} MiB in use just before that GC); RSS ${f1(p.heap.rssMiB)} MiB.`,
     "",
@@ -160,10 +200,10 @@ Raw numbers: \`tests/bench/results/latest.json\` (every run, not just medians).
 
 Workload: HTTP/1.1 keep-alive \`GET /\` without a body, 100-byte response with Content-Length, from the same
 node:http app behind every variant. Saturation: wrk, ${s.connections} connections, ${s.threads} thread, ${s.saturationS} s per run,
-median of ${s.reps} runs interleaved across variants after a warm-up (${s.warmupS} s per sidecar variant, 3 s for the others). Latency: our paced open-loop generator
+median of ${s.reps} runs interleaved across variants after a warm-up (${s.warmupS} s for the sidecar and bare-Node variants, at most 3 s for direct and nginx). Latency: our paced open-loop generator
 (\`tests/bench/open-loop.c\`) at half of each sidecar variant's median maximum, ${s.latencyS} s per run (first ${s.latencyWarmupS} s
 not recorded), latency from each request's scheduled send time; direct and nginx measured at the same rate in the same run.
-Placement: ${s.pinned ? `app, sidecars and nginx pinned to CPU ${s.serverCpus}; wrk, the paced generator and the control plane to CPU ${s.clientCpus}` : "not pinned"}.
+Placement: ${s.pinned ? `app and every proxy (sidecars, nginx, bare Node) pinned to CPU ${s.serverCpus}; wrk, the paced generator and the control plane to CPU ${s.clientCpus}` : "not pinned"}.
 
 ## Results
 
@@ -174,10 +214,13 @@ its change shows what the proxies' smaller batches cost it):
 
 ${cpuSplitTable(res)}
 
-Latency at the paced rates:
-${directLatencyLines(res)}
+Latency with the paced open-loop generator, at half of each sidecar variant's saturated req/s
+(medians of ${res.settings.reps}):
 
-nginx (Debian's, one worker, \`master_process off\`, upstream keep-alive pool, no access log) as the peer:
+${latencyTable(res)}
+
+Peers: nginx (Debian's, one worker, \`master_process off\`, upstream keep-alive pool, no access log),
+and a bare Node proxy as the floor:
 ${nginxComparison(res)}
 
 ## Targets (per hop)

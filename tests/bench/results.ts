@@ -9,7 +9,13 @@ import type { Memory } from "./proc.js";
 import type { ProfileWindow } from "./profiling.js";
 
 /** Which path a variant measures. */
-export type VariantId = "direct" | "sidecar-1hop" | "sidecar-2hop" | "nginx-1hop" | "nginx-2hop";
+export type VariantId =
+  | "direct"
+  | "node-proxy-1hop"
+  | "sidecar-1hop"
+  | "sidecar-2hop"
+  | "nginx-1hop"
+  | "nginx-2hop";
 
 /** A variant as recorded in the results. */
 export interface VariantInfo {

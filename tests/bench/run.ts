@@ -15,7 +15,7 @@
  * SIGINT/SIGTERM (and the harness SIGKILLs any child if this process dies).
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { availableParallelism, cpus, loadavg, release, totalmem } from "node:os";
 import { join, resolve } from "node:path";
@@ -43,14 +43,15 @@ const PEER_WARMUP_S = 3;
 
 const USAGE = `usage: npm run bench [-- options]
 
-Measures direct, one sidecar, two sidecars (the mesh hop) and nginx one and two hops in one run;
+Measures direct, one sidecar, two sidecars (the mesh hop), nginx one and two hops, and a bare
+Node proxy (reference) in one run;
 writes tests/bench/results/latest.{json,md}. Defaults take about 4.5 minutes on 2 cores.
 
   --reps N               repetitions of every measurement (default 3; the median is reported)
-  --duration S           seconds per saturation run (default 6)
+  --duration S           seconds per saturation run (default 5)
   --latency-duration S   seconds per paced run, warm-up included (default 4)
   --latency-warmup S     leading seconds of a paced run not recorded (default 1)
-  --warmup S             seconds of unrecorded load per sidecar variant before measuring (direct
+  --warmup S             seconds of unrecorded load per Node-proxy variant before measuring (direct
                          and nginx get at most 3), and before each profiling window (default 12)
   --connections N        connections of wrk and the paced generator (default 32)
   --threads N            wrk threads (default 1)
@@ -59,6 +60,8 @@ writes tests/bench/results/latest.{json,md}. Defaults take about 4.5 minutes on 
   --no-pin               do not pin anything
   --profile-duration S   seconds per profiling window (default 4; 0 = no profiling)
   --out DIR              results directory (default tests/bench/results)
+  --render               measure nothing: rewrite latest.md from latest.json (after editing
+                         tests/bench/analysis.md)
   -h, --help`;
 
 interface Settings {
@@ -74,6 +77,7 @@ interface Settings {
   clientCpus: string | undefined;
   profileS: number;
   outDir: string;
+  render: boolean;
 }
 
 function positive(name: string, v: string | undefined, dflt: number, allowZero = false): number {
@@ -103,6 +107,7 @@ function parseSettings(argv: string[]): Settings {
       "no-pin": { type: "boolean" },
       "profile-duration": { type: "string" },
       out: { type: "string" },
+      render: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -115,7 +120,7 @@ function parseSettings(argv: string[]): Settings {
   const pinned = values["no-pin"] !== true && n >= 2;
   const s: Settings = {
     reps: Math.round(positive("reps", values.reps, 3)),
-    saturationS: positive("duration", values.duration, 6),
+    saturationS: positive("duration", values.duration, 5),
     latencyS: positive("latency-duration", values["latency-duration"], 4),
     latencyWarmupS: positive("latency-warmup", values["latency-warmup"], 1, true),
     warmupS: positive("warmup", values.warmup, 12, true),
@@ -126,6 +131,7 @@ function parseSettings(argv: string[]): Settings {
     clientCpus: pinned ? (values["client-cpus"] ?? (n === 2 ? "0" : `0-${n - 2}`)) : undefined,
     profileS: positive("profile-duration", values["profile-duration"], 4, true),
     outDir: resolve(values.out ?? join(BENCH_SRC, "results")),
+    render: values.render === true,
   };
   if (s.latencyWarmupS >= s.latencyS)
     throw new Error("--latency-warmup must be shorter than --latency-duration");
@@ -209,6 +215,14 @@ function variantsOf(t: Topology): Variant[] {
       host: t.meshHost,
     },
     {
+      id: "node-proxy-1hop",
+      label: "reference: bare Node proxy, 1 hop (node:http + undici, no mesh logic)",
+      hops: 1,
+      proxies: ["node-proxy"],
+      port: t.bare.port,
+      host: t.meshHost,
+    },
+    {
       id: "sidecar-1hop",
       label: "sidecar, 1 hop (client → inbound sidecar → app)",
       hops: 1,
@@ -252,6 +266,7 @@ function rolePids(t: Topology): Record<string, number> {
     "sidecar-web": t.web.proc.pid,
     "nginx-a": t.nginxA.proc.pid,
     "nginx-b": t.nginxB.proc.pid,
+    "node-proxy": t.bare.proc.pid,
   };
 }
 
@@ -263,6 +278,12 @@ function rssOf(pids: Record<string, number>): Record<string, Memory> {
 
 async function main(): Promise<void> {
   const s = parseSettings(process.argv.slice(2));
+  if (s.render) {
+    const res = JSON.parse(readFileSync(join(s.outDir, "latest.json"), "utf8")) as BenchResults;
+    writeFileSync(join(s.outDir, "latest.md"), renderMarkdown(res, join(BENCH_SRC, "analysis.md")));
+    log(`rewrote ${join(s.outDir, "latest.md")} from latest.json`);
+    return;
+  }
   requireTools();
   const started = new Date();
   const commit = commitInfo();
@@ -312,11 +333,12 @@ async function main(): Promise<void> {
     );
     // 3.
     const load = { connections: s.connections, threads: s.threads, cpus: s.clientCpus };
-    // The sidecars need seconds of load before their CPU per request settles (JIT tiers, pools,
-    // heap sizing: ~300 µs/req in the first 5 s, half that after ~15 s on this machine); the
-    // node:http app and nginx settle within a second and are warmed by every variant anyway.
+    // Node proxies need seconds of load before their CPU per request settles (JIT tiers, pools,
+    // heap sizing: the sidecar spends ~300 µs/req in its first 5 s, half that after ~15 s on this
+    // machine); nginx settles within a second, and the app is warmed by every variant anyway.
     for (const v of variants) {
-      const seconds = v.id.startsWith("sidecar") ? s.warmupS : Math.min(PEER_WARMUP_S, s.warmupS);
+      const node = v.id.startsWith("sidecar") || v.id === "node-proxy-1hop";
+      const seconds = node ? s.warmupS : Math.min(PEER_WARMUP_S, s.warmupS);
       if (seconds <= 0) continue;
       log(`warm-up ${v.id} (${seconds} s)`);
       await runWrk({ ...load, port: v.port, host: v.host, durationS: seconds });

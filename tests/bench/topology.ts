@@ -9,6 +9,7 @@
  *             two-hop variant's client sends, with `Host: api.shop:<app port>`; the hop web → api
  *             is the mesh's HTTP/2 hop
  *   nginx-b   nginx in front of the app (nginx one hop); nginx-a in front of nginx-b (two hops)
+ *   bare      the reference Node proxy (bare-proxy.ts) in front of the app
  *
  * Everything under test (app, sidecars, nginx) runs pinned to the "server" CPU; the control plane
  * and load generators go on the other one (see run.ts). Every process is started through the test
@@ -69,6 +70,15 @@ export async function startApp(cpus: string | undefined): Promise<App> {
   const [cmd, args] = pinned(cpus, process.execPath, [script]);
   const proc = spawnManaged(cmd, args, { name: "bench-app", stopSignal: "SIGTERM" });
   const { port } = await listeningLine<{ port: number }>(proc, "upstream app listening");
+  return { proc, port };
+}
+
+/** Starts bare-proxy.js (the reference Node proxy) in front of `appPort`, on `cpus`. */
+export async function startBareProxy(appPort: number, cpus: string | undefined): Promise<App> {
+  const script = resolve(import.meta.dirname, "bare-proxy.js");
+  const [cmd, args] = pinned(cpus, process.execPath, [script, String(appPort)]);
+  const proc = spawnManaged(cmd, args, { name: "bench-bare-proxy", stopSignal: "SIGTERM" });
+  const { port } = await listeningLine<{ port: number }>(proc, "bare proxy listening");
   return { proc, port };
 }
 
@@ -236,6 +246,7 @@ export interface Topology {
   web: BenchSidecar;
   nginxA: Nginx;
   nginxB: Nginx;
+  bare: App;
   /** The Host header the two-hop client sends to web's outbound port. */
   meshHost: string;
   tokens: { api: string; web: string };
@@ -273,6 +284,8 @@ export async function startTopology(placement: Placement, nginxPorts: [number, n
     started.push(nginxB.proc);
     const nginxA = await startNginx("nginx-a", portA, portB, placement.server);
     started.push(nginxA.proc);
+    const bare = await startBareProxy(app.port, placement.server);
+    started.push(bare.proc);
     return {
       app,
       cp,
@@ -280,6 +293,7 @@ export async function startTopology(placement: Placement, nginxPorts: [number, n
       web,
       nginxA,
       nginxB,
+      bare,
       meshHost: `api.${NAMESPACE}:${app.port}`,
       tokens,
       stop: stopAll,
