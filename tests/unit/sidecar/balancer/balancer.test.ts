@@ -9,24 +9,12 @@ import { LoadBalancerPolicy, LoadBalancerSchema } from "@trellis/proto/gen/trell
 import { HealthStatus } from "@trellis/proto/gen/trellis/v1/workload_pb";
 import {
   type BalancerConfig,
-  type BalancerDeps,
   balancerConfigFrom,
   createBalancer,
   effectivePolicy,
   type LoadBalancer,
 } from "@trellis/sidecar/balancer/balancer";
-
-/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { testDeps } from "./fixtures.js";
 
 function endpoint(n: number, init: MessageInitShape<typeof EndpointSchema> = {}): Endpoint {
   return create(EndpointSchema, {
@@ -39,11 +27,6 @@ function endpoint(n: number, init: MessageInitShape<typeof EndpointSchema> = {})
     labels: { app: "orders" },
     ...init,
   });
-}
-
-function testDeps(seed = 1): { clock: { t: number }; deps: BalancerDeps } {
-  const clock = { t: 0 };
-  return { clock, deps: { now: () => clock.t, random: seeded(seed) } };
 }
 
 const LR = { policy: LoadBalancerPolicy.LEAST_REQUEST };

@@ -11,7 +11,6 @@ import { LoadBalancerPolicy } from "@trellis/proto/gen/trellis/v1/traffic_policy
 import { HealthStatus, LocalitySchema } from "@trellis/proto/gen/trellis/v1/workload_pb";
 import {
   type BalancerConfig,
-  type BalancerDeps,
   createBalancer,
   type LoadBalancer,
   reconcileEndpoints,
@@ -22,18 +21,7 @@ import {
   type LocalityConfig,
   localityTiers,
 } from "@trellis/sidecar/balancer/locality";
-
-/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { testDeps } from "./fixtures.js";
 
 function endpoint(n: number, where: string, init: MessageInitShape<typeof EndpointSchema> = {}): Endpoint {
   const [region = "", zone = "", subzone = ""] = where.split("/");
@@ -47,11 +35,6 @@ function endpoint(n: number, where: string, init: MessageInitShape<typeof Endpoi
     locality: create(LocalitySchema, { region, zone, subzone }),
     ...init,
   });
-}
-
-function testDeps(seed = 1): { clock: { t: number }; deps: BalancerDeps } {
-  const clock = { t: 0 };
-  return { clock, deps: { now: () => clock.t, random: seeded(seed) } };
 }
 
 const key = (n: number): string => `10.0.0.${n}:15006`;

@@ -5,11 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { type Endpoint, EndpointSchema } from "@trellis/proto/gen/trellis/v1/resources_pb";
+import type { Endpoint } from "@trellis/proto/gen/trellis/v1/resources_pb";
 import { LoadBalancerPolicy } from "@trellis/proto/gen/trellis/v1/traffic_policy_pb";
 import { HealthStatus } from "@trellis/proto/gen/trellis/v1/workload_pb";
-import { type BalancerDeps, createBalancer, type LoadBalancer } from "@trellis/sidecar/balancer/balancer";
+import { createBalancer, type LoadBalancer } from "@trellis/sidecar/balancer/balancer";
 import { murmur3, murmur3Uint32 } from "@trellis/sidecar/balancer/hash";
 import {
   buildRing,
@@ -17,35 +16,7 @@ import {
   RING_POINT_BUDGET,
   RingHashBalancer,
 } from "@trellis/sidecar/balancer/ring-hash";
-
-/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function endpoint(n: number, init: MessageInitShape<typeof EndpointSchema> = {}): Endpoint {
-  return create(EndpointSchema, {
-    address: `10.0.0.${n}`,
-    port: 15006,
-    appPort: 8080,
-    proxyId: `orders-${n}`,
-    identity: "spiffe://cluster.local/ns/shop/sa/orders",
-    health: HealthStatus.HEALTHY,
-    ...init,
-  });
-}
-
-function testDeps(seed = 1): { clock: { t: number }; deps: BalancerDeps } {
-  const clock = { t: 0 };
-  return { clock, deps: { now: () => clock.t, random: seeded(seed) } };
-}
+import { endpoint, testDeps } from "./fixtures.js";
 
 const RING = { policy: LoadBalancerPolicy.RING_HASH };
 const KEYS = Array.from({ length: 1_000 }, (_, i) => `user-${i}`);

@@ -17,18 +17,7 @@ import {
 } from "@trellis/sidecar/balancer/balancer";
 import type { EndpointState } from "@trellis/sidecar/balancer/endpoint-state";
 import { createSlowStart, type SlowStartConfig } from "@trellis/sidecar/balancer/slow-start";
-
-/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seeded } from "./fixtures.js";
 
 /** The wall clock when the monotonic test clock reads 0. */
 const WALL0 = Date.parse("2025-06-01T00:00:00Z");
