@@ -87,9 +87,12 @@ export class Sidecar {
     private readonly options: SidecarOptions = {},
   ) {
     this.app = new AppClient(options.appAddress !== undefined ? { host: options.appAddress } : {});
+    this.metrics.beforeScrape = () => this.refreshEjectedGauge();
     this.builder = new RuntimeBuilder({
       now: () => performance.now(),
       random: Math.random,
+      onSaturation: (cluster, limit, saturated) =>
+        this.metrics.connectionLimitSaturated.labels(cluster, limit).set(saturated ? 1 : 0),
       ...(config.locality !== undefined
         ? {
             locality: {
@@ -102,7 +105,15 @@ export class Sidecar {
     });
     const hooks = this.hooks();
     this.proxyHooks = hooks;
-    this.inboundProxy = new InboundProxy({ runtime: () => this.runtime?.inbound, app: this.app, hooks });
+    this.inboundProxy = new InboundProxy({
+      runtime: () => this.runtime?.inbound,
+      app: this.app,
+      hooks,
+      // No verified caller identities before mTLS: perIdentity limits share one bucket until then.
+      peerIdentity: () => undefined,
+      rateLimitCounter: (policy, decision) =>
+        this.metrics.ratelimitDecisions.labels(policy, "local", decision),
+    });
     this.outboundProxy = new OutboundProxy({
       runtime: () => this.runtime,
       resolve: (name) => this.resolveRoute(name),
@@ -110,6 +121,7 @@ export class Sidecar {
       transport: this.transport,
       hooks,
       random: Math.random,
+      seed: config.randomSeed,
       adopt: (socket: Socket) => this.outbound.adopt(socket),
     });
     const common = {
@@ -202,9 +214,23 @@ export class Sidecar {
         ).record(status, grpcStatus, reason, (performance.now() - startedMs) / 1000, 0, bytes);
         if (reason !== "") m.localReply(reason as LocalReplyReason);
       },
+      retry: () => m.retries.inc(),
+      retryBudgetExhausted: () => m.retryBudgetExhausted.inc(),
+      outlierEjection: (cluster) => m.outlierEjections.labels(cluster).inc(),
+      panic: (cluster) => m.lbPanic.labels(cluster).inc(),
       error: (where, err) =>
         this.log.error({ where, err: String(err), stack: (err as Error).stack }, "data path error"),
     };
+  }
+
+  /** trellis_endpoints_ejected per cluster, from the live outlier state (at scrape time). */
+  private refreshEjectedGauge(): void {
+    const rt = this.runtime;
+    if (rt === undefined) return;
+    for (const c of rt.clusters.values())
+      this.metrics.endpointsEjected
+        .labels(c.name)
+        .set(c.resilience.outlier.ejectedCount(c.balancer.endpoints));
   }
 
   async start(): Promise<void> {

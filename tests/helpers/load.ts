@@ -28,6 +28,8 @@ export interface MeshRequest {
   headers?: Record<string, string>;
   /** Deadline for the whole exchange, ms (default 5000). */
   timeoutMs?: number;
+  /** Request body (sent with Content-Length). */
+  body?: string;
 }
 
 /** Sends requests to a sidecar's outbound port over a keep-alive pool. */
@@ -69,7 +71,7 @@ export class MeshClient {
       );
       req.on("timeout", () => req.destroy(new Error(`no answer within ${r.timeoutMs ?? 5000} ms`)));
       req.on("error", reject);
-      req.end();
+      req.end(r.body);
     });
   }
 

@@ -139,9 +139,30 @@ export interface EndpointSignalsOptions {
 }
 
 /**
+ * Outlier-detection bookkeeping of one endpoint instance. Written only by `OutlierDetector`
+ * (resilience/outlier-detector.ts); lives in `EndpointSignals` so that, like `ejectedUntil`, it
+ * survives config updates — a snapshot that only changes an attribute must not hand a failing
+ * endpoint a clean record, and a restarted instance (new signals) rightly starts from one.
+ */
+export class OutlierCounters {
+  /** Gateway errors (connect failure, reset, timeout, 502/503/504) since the last success or ejection. */
+  consecutiveGatewayErrors = 0;
+  /** 5xx responses (gateway errors included) since the last success or ejection. */
+  consecutive5xx = 0;
+  /** Ejections so far, minus one per full decay interval spent un-ejected since; ≥ 0. */
+  timesEjected = 0;
+  /**
+   * Where the next decay interval starts, ms on the injected clock: the end of the last ejection,
+   * then advanced one interval per decrement of `timesEjected`.
+   */
+  decayFromMs = 0;
+}
+
+/**
  * What the data path has observed about one endpoint instance. Shared by every `EndpointState` of
- * that instance across snapshots (see the file comment); mutate it only through `EndpointState`.
- * Counters that the resilience layer adds and that must survive attribute changes belong here.
+ * that instance across snapshots (see the file comment); mutate it only through `EndpointState`,
+ * except `outlier`, which belongs to the outlier detector. Counters that the resilience layer adds
+ * and that must survive attribute changes belong here.
  */
 export class EndpointSignals {
   /** Requests in flight (started, not finished); never negative. */
@@ -152,6 +173,8 @@ export class EndpointSignals {
   readonly epoch: UsabilityEpoch;
   /** The injected clock, ms (monotonic; only differences matter). */
   readonly now: () => number;
+  /** Outlier detection's counters (see `OutlierCounters`); written only by the detector. */
+  readonly outlier = new OutlierCounters();
   private ejectedUntilMs = 0;
 
   constructor(now: () => number, options: EndpointSignalsOptions = {}) {

@@ -104,6 +104,11 @@ export interface SidecarConfig {
   /** Upper bound of the whole drain on SIGTERM, delay included (default 30 000). */
   drainTimeoutMs: number;
   /**
+   * Seed of the data path's random draws (fault injection, mirroring, backoff jitter), for
+   * reproducible tests; undefined (the default): unseeded.
+   */
+  randomSeed: number | undefined;
+  /**
    * The first part of the drain during which listeners keep accepting but answer with
    * `Connection: close` / GOAWAY, so callers that have not yet seen the deregistration move away
    * (default 2 000; never more than drainTimeoutMs).
@@ -149,6 +154,7 @@ export type RunOptionKey =
   | "capture"
   | "proxyUid"
   | "drainTimeout"
+  | "randomSeed"
   | "drainDelay"
   | "subscribeTimeout"
   | "headerTimeout"
@@ -329,6 +335,13 @@ export const RUN_FLAGS: readonly RunFlagSpec[] = [
     env: "TRELLIS_PROXY_UID",
     group: LIFECYCLE,
     help: "uid the proxy runs as, never captured (default 1337)",
+  },
+  {
+    key: "randomSeed",
+    flags: "--random-seed <n>",
+    env: "TRELLIS_RANDOM_SEED",
+    group: LIFECYCLE,
+    help: "seed for fault, mirror and backoff draws, for reproducible tests (default: unseeded)",
   },
   {
     key: "drainTimeout",
@@ -603,6 +616,7 @@ export function resolveSidecarConfig(
     proxyUid,
     drainTimeoutMs,
     drainDelayMs,
+    randomSeed: r.get("randomSeed", (t) => parseInteger(t, 0, 4_294_967_295)),
     subscribeTimeoutMs: r.get("subscribeTimeout", positive, 1_000),
     headerTimeoutMs: r.get("headerTimeout", positive, 10_000),
     upstreamIdleTimeoutMs: r.get("upstreamIdleTimeout", positive, 60_000),

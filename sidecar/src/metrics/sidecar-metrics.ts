@@ -66,6 +66,13 @@ export class SidecarMetrics {
   readonly outlierEjections: CounterFamily<[cluster: string]>;
   /** trellis_endpoints_ejected{cluster}: endpoints currently ejected. */
   readonly endpointsEjected: GaugeFamily<[cluster: string]>;
+  /**
+   * trellis_lb_panic_total{cluster}: attempts balanced in panic mode (fewer than minHealthPercent
+   * of the endpoints usable, so all of them were candidates). Our addition (docs/reference.md).
+   */
+  readonly lbPanic: CounterFamily<[cluster: string]>;
+  /** Runs before each scrape, to bring gauges computed from live state up to date. */
+  beforeScrape: (() => void) | undefined;
   /** trellis_ratelimit_decisions_total{policy,scope,decision}; policy is "<namespace>/<name>". */
   readonly ratelimitDecisions: CounterFamily<
     [policy: string, scope: RateLimitScope, decision: RateLimitDecision]
@@ -114,6 +121,13 @@ export class SidecarMetrics {
     );
     this.endpointsEjected = this.add(
       gaugeFamily<[string]>("trellis_endpoints_ejected", "Endpoints currently ejected.", ["cluster"]),
+    );
+    this.lbPanic = this.add(
+      counterFamily<[string]>(
+        "trellis_lb_panic_total",
+        "Attempts balanced in panic mode (too few usable endpoints: all were candidates).",
+        ["cluster"],
+      ),
     );
     this.ratelimitDecisions = this.add(
       counterFamily<[string, RateLimitScope, RateLimitDecision]>(
@@ -238,6 +252,7 @@ export class SidecarMetrics {
    * registry. Rejects only if a prom-client collector does.
    */
   async scrape(): Promise<string> {
+    this.beforeScrape?.();
     const out: string[] = [];
     for (const c of this.collectors) c.render(out);
     // prom-client separates families with blank lines (allowed, but ours has none): drop them so

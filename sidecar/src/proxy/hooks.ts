@@ -30,6 +30,14 @@ export interface ProxyHooks {
     /** The gRPC status, for gRPC requests (from trailers, trailers-only headers or the local reply). */
     grpcStatus?: number,
   ): void;
+  /** A retry of a request to `cluster` was scheduled (trellis_retries_total). */
+  retry(cluster: string): void;
+  /** A retry to `cluster` was not made: its retry budget was spent. */
+  retryBudgetExhausted(cluster: string): void;
+  /** Outlier detection ejected an endpoint of `cluster`. */
+  outlierEjection(cluster: string): void;
+  /** An attempt to `cluster` was balanced in panic mode (too few usable endpoints). */
+  panic(cluster: string): void;
   /** A bug or unexpected failure in the data path (logged; the request got a local reply). */
   error(where: string, err: unknown): void;
 }
@@ -38,5 +46,9 @@ export interface ProxyHooks {
 export const NO_HOOKS: ProxyHooks = {
   inbound: () => {},
   outbound: () => {},
+  retry: () => {},
+  retryBudgetExhausted: () => {},
+  outlierEjection: () => {},
+  panic: () => {},
   error: () => {},
 };

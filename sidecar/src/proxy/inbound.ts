@@ -2,13 +2,16 @@
  * The inbound listener (15006): traffic from other sidecars (HTTP/2 over the mesh hop) and, in
  * PERMISSIVE mode, plaintext callers, delivered to the app on 127.0.0.1:<appPort>.
  *
- * Per request: capture the runtime once → choose the app port (`x-trellis-port` from the calling
- * sidecar, else the only app port, else the first HTTP one) → strip hop-by-hop headers and any
- * client-supplied identity header → (policy layers of later issues) → forward to the app.
+ * Per request: capture the runtime once → strip hop-by-hop headers and any client-supplied
+ * identity header → choose the app port (`x-trellis-port` from the calling sidecar, else the only
+ * app port, else the first HTTP one) → (mTLS, JWT and authorization: later issues) → the port's
+ * local rate limit (429 `rate_limited`) → (global limit: a later issue) → forward to the app.
+ * WebSocket streams (extended CONNECT) pass the same local limit, sharing the port's buckets.
  */
 import type * as http from "node:http";
 import * as http2 from "node:http2";
-import { connect as netConnect } from "node:net";
+import { connect as netConnect, type Socket } from "node:net";
+import type { LocalRateLimiter, RateLimitQuota } from "../resilience/local-rate-limit.js";
 import {
   type AppClient,
   type AppProtocol,
@@ -25,7 +28,7 @@ import {
   type HeaderMap,
 } from "./headers.js";
 import type { ProxyHooks } from "./hooks.js";
-import { isGrpc, REASON_STATUS, sendLocalReply } from "./local-reply.js";
+import { isGrpc, REASON_STATUS, rateLimitHeaders, sendLocalReply } from "./local-reply.js";
 
 /** The header a calling sidecar uses to name the app port it wants. Removed before the app. */
 export const APP_PORT_HEADER = "x-trellis-port";
@@ -38,6 +41,11 @@ const MAX_UPGRADE_HEAD = 64 * 1024;
 export interface InboundPort {
   port: number;
   protocol: AppProtocol;
+  /**
+   * The port's local rate limiter (its most specific RateLimitPolicy's `local`), undefined when
+   * none applies. Owned by the runtime builder's registry: it outlives config rebuilds.
+   */
+  localLimit: LocalRateLimiter | undefined;
 }
 
 /** What the inbound side needs from the current config. */
@@ -54,10 +62,48 @@ export interface InboundDeps {
   runtime: () => InboundRuntime | undefined;
   app: AppClient;
   hooks: ProxyHooks;
+  /**
+   * The verified identity (SPIFFE id) of the caller on `socket` — what `perIdentity` limits key on;
+   * undefined for a caller without one. The seam for mTLS: until it lands, no caller has one.
+   */
+  peerIdentity: (socket: Socket | undefined) => string | undefined;
+  /**
+   * The counter of `decision`s of local limits for `policy` (`<namespace>/<name>`), i.e.
+   * trellis_ratelimit_decisions_total{policy, scope="local", decision}. Asked once per limiter and
+   * kept, so the request path only adds one.
+   */
+  rateLimitCounter: (policy: string, decision: "allowed" | "limited") => { inc(): void };
+}
+
+/** The two decision counters of one limiter. */
+interface DecisionCounters {
+  readonly allowed: { inc(): void };
+  readonly limited: { inc(): void };
 }
 
 export class InboundProxy {
+  /** Decision counters per limiter (limiters live across rebuilds; dropped ones are collected). */
+  private readonly counters = new WeakMap<LocalRateLimiter, DecisionCounters>();
+
   constructor(private readonly deps: InboundDeps) {}
+
+  /**
+   * The local limit for a request from the caller on `socket`: takes a token and counts the
+   * decision. Undefined when admitted, else the quota for the 429's headers.
+   */
+  private takeLocal(limiter: LocalRateLimiter, socket: Socket | undefined): RateLimitQuota | undefined {
+    let counters = this.counters.get(limiter);
+    if (counters === undefined) {
+      counters = {
+        allowed: this.deps.rateLimitCounter(limiter.name, "allowed"),
+        limited: this.deps.rateLimitCounter(limiter.name, "limited"),
+      };
+      this.counters.set(limiter, counters);
+    }
+    const refused = limiter.take(this.deps.peerIdentity(socket));
+    (refused === undefined ? counters.allowed : counters.limited).inc();
+    return refused;
+  }
 
   /** The Frontend request handler. */
   readonly handle = (req: DownstreamRequest, res: DownstreamResponse): void => {
@@ -99,6 +145,27 @@ export class InboundProxy {
       hooks.inbound(rt, status, "no_route", started, 0, grpc ? REASON_STATUS.no_route.grpc : undefined);
       return;
     }
+    if (target.localLimit !== undefined) {
+      const refused = this.takeLocal(target.localLimit, req.socket);
+      if (refused !== undefined) {
+        const status = sendLocalReply(
+          res,
+          grpc,
+          "rate_limited",
+          `local rate limit of ${target.localLimit.name} exceeded`,
+          { headers: rateLimitHeaders(refused) },
+        );
+        hooks.inbound(
+          rt,
+          status,
+          "rate_limited",
+          started,
+          0,
+          grpc ? REASON_STATUS.rate_limited.grpc : undefined,
+        );
+        return;
+      }
+    }
     appendForwardedFor(headers, req.socket?.remoteAddress);
     ensureRequestId(headers);
     const method = req.method ?? "GET";
@@ -135,6 +202,7 @@ export class InboundProxy {
    * HTTP/1.1 Upgrade to the app, answer 200 with the app's 101 headers, then pipe bytes.
    */
   readonly handleConnect = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void => {
+    const started = performance.now();
     const rt = this.deps.runtime();
     const named = first(headers[APP_PORT_HEADER]);
     const target =
@@ -148,6 +216,17 @@ export class InboundProxy {
         { endStream: true },
       );
       return;
+    }
+    if (target.localLimit !== undefined) {
+      const refused = this.takeLocal(target.localLimit, stream.session?.socket);
+      if (refused !== undefined) {
+        stream.respond(
+          { ":status": 429, "x-trellis-error": "rate_limited", ...rateLimitHeaders(refused) },
+          { endStream: true },
+        );
+        this.deps.hooks.inbound(rt, 429, "rate_limited", started, 0);
+        return;
+      }
     }
     const upstream = netConnect({ host: this.deps.app.host, port: target.port });
     // (The stream handler gets Node's joined header object: a repeated field arrives as one

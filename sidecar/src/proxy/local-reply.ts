@@ -74,6 +74,26 @@ export function isGrpc(contentType: string | string[] | undefined): boolean {
   return ct?.startsWith("application/grpc") === true;
 }
 
+/**
+ * The headers of a `rate_limited` reply (INTERFACES.md "On the wire"): `RateLimit-Limit`,
+ * `RateLimit-Remaining`, `RateLimit-Reset` (draft-ietf-httpapi-ratelimit-headers: quota, what is
+ * left of it, seconds until it is restored) and `Retry-After` (RFC 9110 §10.2.3, delay-seconds).
+ * Whole numbers; the limiter decides their meaning (local-rate-limit.ts `RateLimitQuota`).
+ */
+export function rateLimitHeaders(q: {
+  readonly limit: number;
+  readonly remaining: number;
+  readonly reset: number;
+  readonly retryAfter: number;
+}): Record<string, string> {
+  return {
+    "ratelimit-limit": String(q.limit),
+    "ratelimit-remaining": String(q.remaining),
+    "ratelimit-reset": String(q.reset),
+    "retry-after": String(q.retryAfter),
+  };
+}
+
 export interface LocalReplyOptions {
   /** Override the reason's HTTP status (fault_injected, fallback). */
   status?: number;

@@ -15,17 +15,48 @@ export interface PeerAddress {
 }
 
 export interface MeshTransportOptions {
-  /** Connect deadline, ms (default 1000; the cluster's `timeouts.connect` in later issues). */
+  /** Connect deadline, ms, when a request names none (default 1000). */
   connectTimeoutMs?: number;
   /** Close a session idle this long, ms (default 60 000). */
   idleTimeoutMs?: number;
   maxSessionsPerPeer?: number;
 }
 
+/**
+ * A cluster's budget of connections (`connectionLimits.maxConnections`), counted over the sessions
+ * the cluster's requests made the transport open. Implemented by the cluster's ConnectionLimiter.
+ */
+export interface ConnectionBudget {
+  /** Takes one connection; false when the cluster is at its limit. */
+  tryOpenConnection(): boolean;
+  /** Gives back one connection taken by `tryOpenConnection` (its session closed). */
+  closeConnection(): void;
+}
+
+/** Per-request settings from the cluster the request goes to. */
+export interface StreamOptions {
+  /** Deadline of a new session's connect, ms (the cluster's `timeouts.connect`). */
+  connectTimeoutMs?: number;
+  /** A new session closes after this long without streams, ms (the cluster's `timeouts.idle`). */
+  idleTimeoutMs?: number;
+  /** Counts the sessions this request makes the transport open. */
+  connections?: ConnectionBudget;
+}
+
 /** Opens request streams to peer sidecars. */
 export interface MeshTransport {
-  /** A new request stream on a pooled session to `peer`. Errors surface on the stream. */
-  request(peer: PeerAddress, headers: http2.OutgoingHttpHeaders, endStream: boolean): http2.ClientHttp2Stream;
+  /**
+   * A new request stream on a pooled session to `peer`; errors surface on the stream. Undefined
+   * when a new session is needed, none to `peer` exists, and `opts.connections` has no room: the
+   * caller answers `overflow`. Settings in `opts` apply to sessions this call opens (a session is
+   * shared by every request to its peer; the first request's cluster sets its timeouts).
+   */
+  request(
+    peer: PeerAddress,
+    headers: http2.OutgoingHttpHeaders,
+    endStream: boolean,
+    opts?: StreamOptions,
+  ): http2.ClientHttp2Stream | undefined;
   /** Closes every session (in-flight streams finish). */
   close(): Promise<void>;
 }
@@ -53,8 +84,10 @@ export class H2cTransport implements MeshTransport {
     peer: PeerAddress,
     headers: http2.OutgoingHttpHeaders,
     endStream: boolean,
-  ): http2.ClientHttp2Stream {
-    const pooled = this.session(peer);
+    opts?: StreamOptions,
+  ): http2.ClientHttp2Stream | undefined {
+    const pooled = this.session(peer, opts);
+    if (pooled === undefined) return undefined;
     const stream = pooled.session.request(headers, { endStream });
     pooled.open++;
     stream.once("close", () => {
@@ -63,7 +96,7 @@ export class H2cTransport implements MeshTransport {
     return stream;
   }
 
-  private session(peer: PeerAddress): PooledSession {
+  private session(peer: PeerAddress, opts: StreamOptions | undefined): PooledSession | undefined {
     const key = peer.address.includes(":")
       ? `[${peer.address}]:${peer.port}`
       : `${peer.address}:${peer.port}`;
@@ -78,6 +111,13 @@ export class H2cTransport implements MeshTransport {
       if (p.open < limit) return p;
     }
     if (pool.length >= this.maxSessions) return pool[0] as PooledSession;
+    // Over the cluster's connection limit: share a live session (its peer queues the stream past
+    // its concurrency limit) rather than open one; with none to share, the request overflows.
+    const budget = opts?.connections;
+    if (budget !== undefined && !budget.tryOpenConnection()) {
+      return pool.find((p) => !p.session.closed && !p.session.destroyed);
+    }
+    const connectTimeoutMs = opts?.connectTimeoutMs ?? this.connectTimeoutMs;
     const session = http2.connect(`http://${key}`, {
       settings: { enablePush: false },
       peerMaxConcurrentStreams: 1000,
@@ -94,13 +134,10 @@ export class H2cTransport implements MeshTransport {
     const timer = setTimeout(() => {
       if (!pooled.connected) {
         session.destroy(
-          new TrellisError(
-            ErrorCode.TIMEOUT,
-            `connect to ${key} timed out after ${this.connectTimeoutMs} ms`,
-          ),
+          new TrellisError(ErrorCode.TIMEOUT, `connect to ${key} timed out after ${connectTimeoutMs} ms`),
         );
       }
-    }, this.connectTimeoutMs);
+    }, connectTimeoutMs);
     timer.unref();
     session.once("connect", () => {
       pooled.connected = true;
@@ -111,8 +148,9 @@ export class H2cTransport implements MeshTransport {
     session.on("close", () => {
       clearTimeout(timer);
       drop();
+      budget?.closeConnection();
     });
-    session.setTimeout(this.idleTimeoutMs, () => session.close());
+    session.setTimeout(opts?.idleTimeoutMs ?? this.idleTimeoutMs, () => session.close());
     session.unref();
     return pooled;
   }

@@ -19,40 +19,32 @@ import { STATUS_CODES } from "node:http";
 import * as http2 from "node:http2";
 import { connect as netConnect, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import { durationMs } from "@trellis/proto/duration";
 import { OutboundTrafficPolicy } from "@trellis/proto/gen/trellis/v1/traffic_policy_pb";
 import { Agent, type Dispatcher } from "undici";
-import type { EndpointState } from "../balancer/endpoint-state.js";
 import { newHashCookie } from "../balancer/hash-key.js";
+import { chance, type Random, stream } from "../resilience/random.js";
 import { applyRequestEdits, applyResponseEdits } from "../routing/header-edits.js";
 import { normalizeAuthority, serviceNameForHost } from "../routing/host.js";
 import { matchRule } from "../routing/match.js";
 import { normalizePath } from "../routing/path.js";
-import { type CompiledRule, type RouteTable, servicePortFor } from "../routing/route-table.js";
+import { type RouteTable, servicePortFor } from "../routing/route-table.js";
 import { pickCluster } from "../routing/weighted.js";
 import type { ClusterRuntime, RuntimeConfig } from "../runtime/runtime-config.js";
 import type { DownstreamRequest, DownstreamResponse } from "./app-client.js";
 import {
   detachedBody,
-  endsStream,
   forwardableRaw,
   forwardableResponseRaw,
-  pipeBody,
   requestHasBody,
-  respondHeadersOnly,
   writeHead,
 } from "./app-client.js";
-import {
-  appendForwardedFor,
-  ensureRequestId,
-  first,
-  forwardableResponseHeaders,
-  type HeaderMap,
-} from "./headers.js";
+import { appendForwardedFor, ensureRequestId, first, forwardableResponseHeaders } from "./headers.js";
 import type { OutboundRecord, ProxyHooks } from "./hooks.js";
 import { APP_PORT_HEADER } from "./inbound.js";
 import { isGrpc, type LocalReason, REASON_STATUS, sendLocalReply } from "./local-reply.js";
 import type { MeshTransport } from "./mesh-transport.js";
+import { type MirrorCopy, startMirror } from "./mirror.js";
+import { type ExchangeEnv, OutboundExchange } from "./outbound-exchange.js";
 import { splice } from "./splice.js";
 import { classifyUpstreamError } from "./upstream-error.js";
 
@@ -65,19 +57,28 @@ export interface OutboundDeps {
   transport: MeshTransport;
   hooks: ProxyHooks;
   random: () => number;
+  /** `--random-seed`: fault, mirror and backoff draws come from streams of this seed (tests). */
+  seed?: number | undefined;
   /** Accepts a socket as if it were a new app connection (CONNECT to a mesh service). */
   adopt: (socket: Socket, defaultAuthority: string) => void;
 }
 
 const HTTP_DEFAULT_PORT = 80;
 
-interface Target {
-  table: RouteTable;
-  rule: CompiledRule;
-  cluster: ClusterRuntime;
-  endpoint: EndpointState;
-  /** The RING_HASH key of this request (its retry goes to the key's next endpoint). */
-  hashKey: string | undefined;
+/** Longest a mirrored copy may run when its route has no timeout, ms. */
+const MIRROR_TIMEOUT_MS = 10_000;
+
+/** Resolves after `ms`, or as soon as the caller goes away. */
+function delay(ms: number, res: DownstreamResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      res.off("close", done);
+      resolve();
+    }
+    res.once("close", done);
+  });
 }
 
 const NO_PICK_CONTEXT = {};
@@ -104,8 +105,21 @@ function requestHashKey(
 
 export class OutboundProxy {
   private readonly passthrough: Dispatcher = new Agent({ connections: 64, keepAliveTimeout: 30_000 });
+  private readonly faultRandom: Random;
+  private readonly mirrorRandom: Random;
+  private readonly env: ExchangeEnv;
 
-  constructor(private readonly deps: OutboundDeps) {}
+  constructor(private readonly deps: OutboundDeps) {
+    this.faultRandom = stream(deps.seed, "fault");
+    this.mirrorRandom = stream(deps.seed, "mirror");
+    this.env = {
+      transport: deps.transport,
+      hooks: deps.hooks,
+      random: stream(deps.seed, "backoff"),
+      now: () => performance.now(),
+      wallNow: Date.now,
+    };
+  }
 
   readonly handle = (req: DownstreamRequest, res: DownstreamResponse): void => {
     void this.serve(req, res).catch((err: unknown) => {
@@ -196,42 +210,109 @@ export class OutboundProxy {
     const rule = matchRule(table, port, req.method ?? "GET", np.path, req.headers, np.query);
     if (rule === undefined)
       return this.reply(req, res, "no_route", `no rule of ${table.name} matches`, started, dst);
+    const policy = rule.policy;
+    // 4. Fault injection: one draw decides the delay and the abort together.
+    const fault = policy.fault;
+    if (fault !== undefined && chance(this.faultRandom, fault.percentage)) {
+      if (fault.delayMs !== undefined) {
+        await delay(fault.delayMs, res);
+        if (res.destroyed || res.writableEnded) {
+          this.deps.hooks.outbound(
+            { destinationService: dst.service, destinationNamespace: dst.namespace },
+            0,
+            "",
+            started,
+            0,
+          );
+          return;
+        }
+      }
+      const abort = fault.abort;
+      if (abort !== undefined) {
+        const grpc = isGrpc(req.headers["content-type"]);
+        const status = sendLocalReply(res, grpc, "fault_injected", "fault injected by the route", {
+          status: abort.status,
+          grpcStatus: abort.grpcStatus,
+        });
+        this.deps.hooks.outbound(
+          { destinationService: dst.service, destinationNamespace: dst.namespace },
+          status,
+          "fault_injected",
+          started,
+          0,
+          grpc ? abort.grpcStatus : undefined,
+        );
+        return;
+      }
+      rt = this.deps.runtime() ?? rt;
+    }
     const cluster = rt.clusters.get(pickCluster(rule, this.deps.random));
-    if (cluster === undefined)
-      return this.reply(
-        req,
-        res,
-        "no_healthy_upstream",
-        "the route's cluster is not known yet",
+    if (cluster === undefined) {
+      const fb = policy.fallback;
+      if (fb === undefined)
+        return this.reply(
+          req,
+          res,
+          "no_healthy_upstream",
+          "the route's cluster is not known yet",
+          started,
+          dst,
+        );
+      const grpc = isGrpc(req.headers["content-type"]);
+      const status = sendLocalReply(res, grpc, "fallback", "the route's cluster is not known yet", {
+        status: fb.status,
+        grpcStatus: fb.grpcStatus,
+        headers: fb.headers,
+        body: fb.body,
+      });
+      this.deps.hooks.outbound(
+        { destinationService: dst.service, destinationNamespace: dst.namespace },
+        status,
+        "fallback",
         started,
-        dst,
+        0,
+        grpc ? fb.grpcStatus : undefined,
       );
+      return;
+    }
     const hashKey = requestHashKey(cluster, req, res, np.query, this.deps.random);
-    const endpoint = cluster.balancer.pick(hashKey === undefined ? NO_PICK_CONTEXT : { hashKey });
-    if (endpoint === undefined)
-      return this.reply(
-        req,
-        res,
-        "no_healthy_upstream",
-        `${cluster.name} has no usable endpoint`,
-        started,
-        dst,
-      );
-    // 4.
+    // 5. Headers, the mirror's copy, then the exchange (timeouts, retries, limits, balancing).
     const headers = forwardableRaw(req.rawHeaders);
     applyRequestEdits(headers, rule.headerEdits);
     appendForwardedFor(headers, req.socket?.remoteAddress);
     ensureRequestId(headers);
     const path = np.query ? `${np.path}?${np.query}` : np.path;
-    this.forward(
+    const hasBody = requestHasBody(req);
+    const method = req.method ?? "GET";
+    const m = policy.mirror;
+    let mirror: MirrorCopy | undefined;
+    if (m !== undefined && chance(this.mirrorRandom, m.percentage)) {
+      const mc = rt.clusters.get(m.cluster);
+      if (mc !== undefined)
+        mirror = startMirror(
+          this.deps.transport,
+          mc,
+          method,
+          authorityText as string,
+          path,
+          headers,
+          !hasBody,
+          policy.timeoutMs ?? MIRROR_TIMEOUT_MS,
+        );
+    }
+    new OutboundExchange(
+      this.env,
       req,
       res,
-      { table, rule, cluster, endpoint, hashKey },
+      { table, rule, cluster, hashKey },
       authorityText as string,
       path,
       headers,
       started,
-    );
+      isGrpc(req.headers["content-type"]),
+      hasBody,
+      mirror,
+    ).start();
   }
 
   /**
@@ -260,127 +341,6 @@ export class OutboundProxy {
       return { noRoute: `${routeName} does not serve port ${auth.port}` };
     if (!rt.notFound.has(routeName)) return { noRoute: `no configuration for ${routeName} arrived in time` };
     return { rt };
-  }
-
-  private forward(
-    req: DownstreamRequest,
-    res: DownstreamResponse,
-    t: Target,
-    authority: string,
-    path: string,
-    headers: HeaderMap,
-    started: number,
-  ): void {
-    const method = req.method ?? "GET";
-    const endStream = !requestHasBody(req);
-    const dst = { destinationService: t.table.service, destinationNamespace: t.table.namespace };
-    const grpc = isGrpc(req.headers["content-type"]);
-    let finished = false;
-    let responded = false;
-    let bytes = 0;
-    let current: http2.ClientHttp2Stream | undefined;
-    let currentEndpoint = t.endpoint;
-    let timer: NodeJS.Timeout | undefined;
-    // The gRPC status of the exchange (trailers-only headers, or the trailers), for metrics.
-    let grpcStatus: number | undefined;
-    const finish = (endpoint: EndpointState, status: number, reason: string, ok: boolean) => {
-      if (finished) return;
-      finished = true;
-      if (timer !== undefined) clearTimeout(timer);
-      endpoint.onFinish(performance.now() - started, ok);
-      if (grpc && grpcStatus === undefined && reason !== "")
-        grpcStatus = REASON_STATUS[reason as LocalReason]?.grpc;
-      this.deps.hooks.outbound(dst, status, reason, started, bytes, grpcStatus);
-    };
-    // One attempt on one endpoint. Without a retry policy, only failures where nothing reached the
-    // upstream (connect failure, refused stream) are retried, once, on another endpoint — and only
-    // for requests without a body (a streamed body cannot be replayed; buffering for replay comes
-    // with retry policies).
-    const attempt = (endpoint: EndpointState, n: number): void => {
-      const stream = this.deps.transport.request(
-        { address: endpoint.data.address, port: endpoint.data.port },
-        {
-          ...headers,
-          [APP_PORT_HEADER]: String(endpoint.data.appPort || t.cluster.port),
-          ":method": method,
-          ":path": path,
-          ":authority": authority,
-          ":scheme": "http",
-        },
-        endStream,
-      );
-      current = stream;
-      currentEndpoint = endpoint;
-      endpoint.onStart();
-      stream.on("continue", () => (res as http.ServerResponse).writeContinue?.());
-      stream.on("response", (h, flags, raw) => {
-        if (finished) return;
-        responded = true;
-        const status = Number(h[":status"] ?? 502);
-        if (grpc && h["grpc-status"] !== undefined) grpcStatus = Number(h["grpc-status"]);
-        const out = forwardableResponseRaw(raw);
-        applyResponseEdits(out, t.rule.headerEdits);
-        if (endsStream(flags)) {
-          respondHeadersOnly(res, status, out);
-          stream.resume();
-          finish(endpoint, status, "", status < 500);
-          return;
-        }
-        writeHead(res, status, out);
-        stream.on("data", (c: Buffer) => {
-          bytes += c.length;
-        });
-        stream.on("trailers", (tr, _flags, raw) => {
-          if (grpc && tr["grpc-status"] !== undefined) grpcStatus = Number(tr["grpc-status"]);
-          res.addTrailers(forwardableResponseRaw(raw));
-        });
-        splice(stream, res, (err) =>
-          finish(endpoint, status, err ? "upstream_reset" : "", !err && status < 500),
-        );
-      });
-      stream.on("error", (err) => {
-        if (finished || current !== stream) return;
-        if (responded) {
-          res.destroy();
-          finish(endpoint, 0, "upstream_reset", false);
-          return;
-        }
-        const f = classifyUpstreamError(err, stream.session?.connecting === false);
-        if (n === 0 && endStream && (f.connectFailure || f.refusedStream)) {
-          endpoint.onFinish(performance.now() - started, false);
-          const exclude = new Set([endpoint.key]);
-          const next = t.cluster.balancer.pick(
-            t.hashKey === undefined ? { exclude } : { exclude, hashKey: t.hashKey },
-          );
-          if (next !== undefined) {
-            attempt(next, 1);
-            return;
-          }
-        }
-        const status = sendLocalReply(res, grpc, f.reason, f.message);
-        finish(endpoint, status, f.reason, false);
-      });
-      if (!endStream) pipeBody(req, stream);
-    };
-    attempt(t.endpoint, 0);
-    // A caller that goes away (HTTP/1 socket closed, HTTP/2 RST_STREAM) cancels the upstream stream.
-    res.once("close", () => {
-      if (timer !== undefined) clearTimeout(timer);
-      if (current !== undefined && !current.closed && !finished)
-        current.close(http2.constants.NGHTTP2_CANCEL);
-    });
-    // The route timeout covers the whole exchange, every attempt included.
-    const timeoutMs = durationMs(t.rule.rule.timeout);
-    if (timeoutMs !== undefined && timeoutMs > 0) {
-      timer = setTimeout(() => {
-        if (finished) return;
-        current?.close(http2.constants.NGHTTP2_CANCEL);
-        let status = 0;
-        if (responded) res.destroy();
-        else status = sendLocalReply(res, grpc, "upstream_timeout", `no response within ${timeoutMs} ms`);
-        finish(currentEndpoint, status, "upstream_timeout", false);
-      }, timeoutMs);
-    }
   }
 
   /** A non-mesh destination: forwarded to its real address as is (ALLOW_ANY), counted. */
@@ -573,7 +533,12 @@ export class OutboundProxy {
         ":authority": authorityText,
       },
       false,
+      cluster.streamOptions,
     );
+    if (stream === undefined) {
+      endpoint.onFinish(0, false);
+      return fail("overflow", `${cluster.name} is at its connection limit`, undefined, dst);
+    }
     let status = 0;
     let reason = "";
     stream.on("response", (h, _flags, raw) => {

@@ -17,6 +17,7 @@ import type {
 import type { PolicyRef, RouteConfig, WeightedCluster } from "@trellis/proto/gen/trellis/v1/resources_pb";
 import type { ServicePort } from "@trellis/proto/gen/trellis/v1/service_pb";
 import { Protocol } from "@trellis/proto/gen/trellis/v1/service_pb";
+import { compileRoutePolicy, type RoutePolicy } from "../resilience/route-policy.js";
 import type { CompiledHeaderEdits } from "./header-edits.js";
 import { compileHeaderEdits } from "./header-edits.js";
 import { normalizeAuthority } from "./host.js";
@@ -101,6 +102,8 @@ export interface CompiledRule extends WeightedClusters {
   /** The HTTPRoute the rule came from; undefined for the implicit catch-all. */
   readonly origin: PolicyRef | undefined;
   readonly headerEdits: CompiledHeaderEdits;
+  /** Timeout, retries, fault, mirror and fallback, compiled (resilience/route-policy.ts). */
+  readonly policy: RoutePolicy;
 }
 
 /** A host (and port) that selects a table; see RouteIndex. */
@@ -252,7 +255,8 @@ function compileRule(
   const matchers = rule.matches.map((m, j) => compileMatch(m, `${where}.rule.matches[${j}]`, errors));
   const headerEdits = compileHeaderEdits(rule.headers, `${where}.rule.headers`, errors);
   if (weighted === undefined || errors.length > 0) return undefined;
-  return { ...weighted, name: rule.name, index, port, matchers, rule, origin, headerEdits };
+  const policy = compileRoutePolicy(rule);
+  return { ...weighted, name: rule.name, index, port, matchers, rule, origin, headerEdits, policy };
 }
 
 function compileMatch(m: HTTPRouteMatch, where: string, errors: string[]): CompiledMatch {

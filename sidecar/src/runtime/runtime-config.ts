@@ -28,10 +28,15 @@ import { validate } from "@trellis/proto/validate";
 import type { LoadBalancer } from "../balancer/balancer.js";
 import { balancerConfigFrom, createBalancer } from "../balancer/balancer.js";
 import { compileHashKey, type HashKeySource } from "../balancer/hash-key.js";
+import type { ConnectionLimitKind } from "../metrics/labels.js";
 import type { AppProtocol } from "../proxy/app-client.js";
-import type { InboundPort, InboundRuntime } from "../proxy/inbound.js";
+import type { InboundRuntime } from "../proxy/inbound.js";
+import type { StreamOptions } from "../proxy/mesh-transport.js";
+import { type ClusterResilience, ClusterResilienceRegistry } from "../resilience/cluster-resilience.js";
+import { LocalRateLimitRegistry } from "../resilience/local-rate-limit.js";
 import { compileRouteConfig, RouteIndex, type RouteTable } from "../routing/route-table.js";
-import { unsupportedClusterFields, unsupportedRuleFields } from "./supported.js";
+import { inboundRuntime } from "./inbound-runtime.js";
+import { unsupportedClusterFields, unsupportedListenerFields, unsupportedRuleFields } from "./supported.js";
 
 export interface ClusterRuntime {
   readonly name: string;
@@ -44,6 +49,10 @@ export interface ClusterRuntime {
   readonly hashKey: HashKeySource | undefined;
   /** Connect deadline for this cluster's endpoints (timeouts.connect, default 1 s). */
   readonly connectTimeoutMs: number;
+  /** Connection limits, retry budget and outlier detection; carried across config updates. */
+  readonly resilience: ClusterResilience;
+  /** What the mesh transport needs per request to this cluster (timeouts, connection budget). */
+  readonly streamOptions: StreamOptions;
 }
 
 export interface RuntimeConfig {
@@ -62,6 +71,8 @@ export interface BuilderDeps {
   random: () => number;
   /** This sidecar's locality (`--locality`), for locality-aware balancing. */
   locality?: { region: string; zone: string; subzone: string } | undefined;
+  /** A cluster's connection limit became full (true) or stopped being full (false). */
+  onSaturation?: (cluster: string, limit: ConnectionLimitKind, saturated: boolean) => void;
 }
 
 interface Held<M> {
@@ -85,8 +96,17 @@ export class RuntimeBuilder {
   private readonly built = new Map<string, { cluster: string; endpoints: string; runtime: ClusterRuntime }>();
   private generation = 0;
   private current: RuntimeConfig | undefined;
+  /** Local rate limiters by (policy, port), kept across builds so no config push resets a bucket. */
+  private readonly rateLimits = new LocalRateLimitRegistry(() => this.deps.now());
+  private readonly resilience: ClusterResilienceRegistry;
 
-  constructor(private readonly deps: BuilderDeps) {}
+  constructor(private readonly deps: BuilderDeps) {
+    this.resilience = new ClusterResilienceRegistry(
+      deps.onSaturation === undefined
+        ? { now: deps.now }
+        : { now: deps.now, onSaturation: deps.onSaturation },
+    );
+  }
 
   /**
    * Applies one discovery update: validates and compiles every resource; returns the rejected ones
@@ -135,9 +155,12 @@ export class RuntimeBuilder {
     const problems = validate(schema, r.message).map((v) => `${formatPath(v.path)}: ${v.message}`);
     if (problems.length > 0) return problems;
     switch (typeUrl) {
-      case TypeUrl.LISTENER:
+      case TypeUrl.LISTENER: {
+        const unsupported = unsupportedListenerFields(r.message as Listener);
+        if (unsupported.length > 0) return unsupported;
         this.listeners.set(r.name, { version: r.version, message: r.message as Listener });
         return [];
+      }
       case TypeUrl.ROUTE: {
         const rc = r.message as RouteConfig;
         const unsupported = unsupportedRuleFields(rc.rules);
@@ -180,15 +203,18 @@ export class RuntimeBuilder {
       }
       const c = held.message;
       const lb = c.policy?.loadBalancer;
+      const resilience = this.resilience.get(name, c.policy);
       const balancer = createBalancer(
-        balancerConfigFrom(
-          lb,
-          this.deps.locality !== undefined ? { callerLocality: this.deps.locality } : {},
-        ),
+        balancerConfigFrom(lb, {
+          callerLocality: this.deps.locality,
+          minHealthPercent: resilience.outlierConfig.minHealthPercent,
+        }),
         cla?.message.endpoints ?? [],
         this.deps,
         prev?.runtime.balancer,
       );
+      const connectTimeoutMs = durationMs(c.policy?.timeouts?.connect, 1000);
+      const idleTimeoutMs = durationMs(c.policy?.timeouts?.idle);
       const runtime: ClusterRuntime = {
         name,
         service: c.service,
@@ -197,12 +223,19 @@ export class RuntimeBuilder {
         protocol: appProtocol(c.protocol),
         balancer,
         hashKey: compileHashKey(lb?.hashOn),
-        connectTimeoutMs: durationMs(c.policy?.timeouts?.connect, 1000),
+        connectTimeoutMs,
+        resilience,
+        streamOptions: {
+          connectTimeoutMs,
+          connections: resilience.limiter,
+          ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}),
+        },
       };
       clusters.set(name, runtime);
       this.built.set(name, { cluster: held.version, endpoints: endpointsVersion, runtime });
     }
     for (const name of [...this.built.keys()]) if (!clusters.has(name)) this.built.delete(name);
+    this.resilience.retain(new Set(clusters.keys()));
     const inboundListener = this.listeners.get(INBOUND_LISTENER)?.message;
     const outboundListener = this.listeners.get(OUTBOUND_LISTENER)?.message;
     const outbound = outboundListener?.kind.case === "outbound" ? outboundListener.kind.value : undefined;
@@ -210,7 +243,7 @@ export class RuntimeBuilder {
       generation: this.generation,
       routes: new RouteIndex([...this.routes.values()].map((h) => h.message)),
       clusters,
-      inbound: inboundListener === undefined ? undefined : inboundRuntime(inboundListener),
+      inbound: inboundRuntime(inboundListener, this.rateLimits),
       outboundTrafficPolicy: outbound?.outboundTrafficPolicy ?? OutboundTrafficPolicy.ALLOW_ANY,
       notFound: new Set(this.notFound),
     };
@@ -221,16 +254,6 @@ export class RuntimeBuilder {
   get config(): RuntimeConfig | undefined {
     return this.current;
   }
-}
-
-function inboundRuntime(l: Listener): InboundRuntime | undefined {
-  if (l.kind.case !== "inbound") return undefined;
-  const inbound = l.kind.value;
-  const ports = new Map<number, InboundPort>();
-  for (const p of inbound.ports) ports.set(p.port, { port: p.port, protocol: appProtocol(p.protocol) });
-  const list = [...ports.values()];
-  const defaultPort = list.length === 1 ? list[0] : (list.find((p) => p.protocol === "http") ?? list[0]);
-  return { service: inbound.service, namespace: inbound.namespace, ports, defaultPort };
 }
 
 /** The app protocol of a Protocol enum value (unspecified → http). */

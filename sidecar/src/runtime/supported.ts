@@ -4,27 +4,23 @@
  * cannot enforce makes the resource carrying it NACKed with an `unsupported: …` reason, so the
  * policy shows as rejected, never as silently applied.
  */
-import type { Cluster, CompiledRouteRule } from "@trellis/proto/gen/trellis/v1/resources_pb";
+import type { Cluster, CompiledRouteRule, Listener } from "@trellis/proto/gen/trellis/v1/resources_pb";
 
 /** Policy kinds declared at registration. */
-export const SUPPORTED_KINDS: readonly string[] = ["Service", "HTTPRoute", "TrafficPolicy"];
+export const SUPPORTED_KINDS: readonly string[] = [
+  "Service",
+  "HTTPRoute",
+  "TrafficPolicy",
+  "RateLimitPolicy",
+];
 
-/** Problems of route rules that use fields this version does not enforce yet. */
-export function unsupportedRuleFields(rules: readonly CompiledRouteRule[]): string[] {
-  const out: string[] = [];
-  rules.forEach((r, i) => {
-    const rule = r.rule;
-    if (rule === undefined) return;
-    for (const [field, set] of [
-      ["retry", rule.retry !== undefined],
-      ["fault", rule.fault !== undefined],
-      ["mirror", rule.mirror !== undefined],
-      ["fallback", rule.fallback !== undefined],
-    ] as const) {
-      if (set) out.push(`unsupported: rules[${i}].rule.${field} is not enforced by this sidecar version`);
-    }
-  });
-  return out;
+/**
+ * Problems of route rules that use fields this version does not enforce. Every HTTPRouteRule field
+ * is enforced now (timeout, retry, fault, mirror, fallback since the resilience layer); the check
+ * stays as the seam for fields a newer control plane may send.
+ */
+export function unsupportedRuleFields(_rules: readonly CompiledRouteRule[]): string[] {
+  return [];
 }
 
 /** Problems of a cluster's traffic policy that this version does not enforce yet. */
@@ -32,10 +28,28 @@ export function unsupportedClusterFields(c: Cluster): string[] {
   const p = c.policy;
   if (p === undefined) return [];
   const out: string[] = [];
-  if (p.connectionLimits !== undefined) out.push("connectionLimits");
-  if (p.outlierDetection !== undefined) out.push("outlierDetection");
+  // Active health checks come with their own issue; until then a policy asking for them is
+  // rejected rather than silently ignored.
   if (p.healthCheck !== undefined) out.push("healthCheck");
-  if (p.retryBudget !== undefined) out.push("retryBudget");
-  if (p.timeouts?.idle !== undefined) out.push("timeouts.idle");
   return out.map((f) => `unsupported: policy.${f} is not enforced by this sidecar version`);
+}
+
+/**
+ * Problems of a listener that this version does not enforce yet: a port's rate limit with `global`
+ * (shared counters in Redis come with a later version). The whole listener is NACKed — the last
+ * good one stays in force — so every policy it carries shows the reason; the message names the
+ * policy at fault.
+ */
+export function unsupportedListenerFields(l: Listener): string[] {
+  if (l.kind.case !== "inbound") return [];
+  const out: string[] = [];
+  l.kind.value.ports.forEach((p, i) => {
+    if (p.rateLimit?.spec?.global === undefined) return;
+    const ref = p.rateLimit.policy;
+    const policy = ref !== undefined ? ` (RateLimitPolicy ${ref.namespace}/${ref.name})` : "";
+    out.push(
+      `unsupported: inbound.ports[${i}].rateLimit.spec.global${policy} is not enforced by this sidecar version`,
+    );
+  });
+  return out;
 }

@@ -214,37 +214,34 @@ describe("sidecar live configuration", () => {
   it("a NACKed resource leaves the rest applied, and `get -o yaml` shows the rejection", async () => {
     // web routes to orders-v2 directly too (its RouteConfig is subscribed and applied).
     assert.equal((await client.send({ host: v2Host })).status, 200);
-    // A route for orders-v2 with a field this sidecar version does not enforce (retry): web NACKs
-    // orders-v2's RouteConfig and keeps the last good one.
+    // A traffic policy for orders-v2 with a field this sidecar version does not enforce (active
+    // health checks): web NACKs orders-v2's Cluster and keeps the last good one.
     await apply(
       cp,
       `apiVersion: trellis.dev/v1
-kind: HTTPRoute
-metadata: { name: orders-v2-retry, namespace: shop }
+kind: TrafficPolicy
+metadata: { name: orders-v2-checked, namespace: shop }
 spec:
   targetRef: { kind: Service, name: orders-v2 }
-  rules:
-    - backends: [ { service: orders-v2 } ]
-      retry: { attempts: 2, retryOn: [connect-failure] }
-      headers: { request: { set: { x-route: retry } } }
+  loadBalancer: { policy: ROUND_ROBIN }
+  healthCheck: { tcp: {}, interval: 1s, timeout: 200ms }
 `,
     );
     const status = await waitFor(
       async () => {
         const r = await runTrellis(
-          ["get", "httproute", "orders-v2-retry", "-n", "shop", "-o", "yaml"],
+          ["get", "trafficpolicy", "orders-v2-checked", "-n", "shop", "-o", "yaml"],
           cp.env,
         );
         return r.code === 0 && /rejected: 1/.test(r.stdout) ? r.stdout : undefined;
       },
-      { what: "orders-v2-retry shown as rejected", timeoutMs: 10_000, intervalMs: 200 },
+      { what: "orders-v2-checked shown as rejected", timeoutMs: 10_000, intervalMs: 200 },
     );
     assert.match(status, /unsupported/);
-    assert.match(status, /retry/);
-    // The rest applies: orders-v2 still served by its last good route (no x-route: retry) ...
+    assert.match(status, /healthCheck/);
+    // The rest applies: orders-v2 is still served through its last good cluster ...
     const v2 = JSON.parse((await client.send({ host: v2Host })).body) as EchoBody;
     assert.equal(v2.app, "orders-v2");
-    assert.equal(v2.headers["x-route"], undefined);
     // ... and a change to another route still applies.
     await apply(cp, route("one"));
     await waitFor(

@@ -86,6 +86,7 @@ describe("resolveSidecarConfig defaults", () => {
       proxyUid: 1337,
       drainTimeoutMs: 30_000,
       drainDelayMs: 2_000,
+      randomSeed: undefined,
       subscribeTimeoutMs: 1_000,
       headerTimeoutMs: 10_000,
       upstreamIdleTimeoutMs: 60_000,
