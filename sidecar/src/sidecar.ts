@@ -62,7 +62,7 @@ export class Sidecar {
   private runtime: RuntimeConfig | undefined;
   private readonly builder: RuntimeBuilder;
   readonly metrics = new SidecarMetrics();
-  private readonly transport = new H2cTransport();
+  private readonly transport: H2cTransport;
   private readonly app: AppClient;
   private readonly inboundProxy: InboundProxy;
   private readonly outboundProxy: OutboundProxy;
@@ -87,6 +87,7 @@ export class Sidecar {
     private readonly options: SidecarOptions = {},
   ) {
     this.app = new AppClient(options.appAddress !== undefined ? { host: options.appAddress } : {});
+    this.transport = new H2cTransport({ idleTimeoutMs: config.upstreamIdleTimeoutMs });
     this.metrics.beforeScrape = () => this.refreshEjectedGauge();
     this.builder = new RuntimeBuilder({
       now: () => performance.now(),
@@ -395,16 +396,32 @@ export class Sidecar {
   }
 
   private clustersDump(): unknown {
-    return [...(this.runtime?.clusters.values() ?? [])].map((c) => ({
-      name: c.name,
-      policy: c.balancer.policy,
-      endpoints: c.balancer.endpoints.map((e) => ({
-        key: e.key,
-        proxyId: e.data.proxyId,
-        outstanding: e.outstanding,
-        health: e.data.health,
-      })),
-    }));
+    const now = performance.now();
+    return [...(this.runtime?.clusters.values() ?? [])].map((c) => {
+      const limiter = c.resilience.limiter;
+      return {
+        name: c.name,
+        policy: c.balancer.policy,
+        panicking: c.balancer.panicking,
+        limits: {
+          active: limiter.active,
+          pending: limiter.pending,
+          activeRetries: limiter.activeRetries,
+          connections: limiter.connections,
+        },
+        retryBudget: c.resilience.budget.snapshot(),
+        endpoints: c.balancer.endpoints.map((e) => ({
+          key: e.key,
+          proxyId: e.data.proxyId,
+          outstanding: e.outstanding,
+          health: e.data.health,
+          /** Milliseconds of ejection left; 0 when not ejected. */
+          ejectedForMs: Math.max(0, Math.round(e.ejectedUntil - now)),
+          timesEjected: e.signals.outlier.timesEjected,
+          consecutiveGatewayErrors: e.signals.outlier.consecutiveGatewayErrors,
+        })),
+      };
+    });
   }
 
   /** Graceful stop, in the order of the file comment. Idempotent. */

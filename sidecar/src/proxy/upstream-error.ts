@@ -26,8 +26,15 @@ const CONNECT_CODES = new Set([
 
 /** Maps an error from a mesh stream, a session, or an app connection. */
 export function classifyUpstreamError(err: unknown, connected: boolean): UpstreamFailure {
-  const e = err as { code?: string; message?: string; rstCode?: number } | undefined;
-  const code = e?.code ?? "";
+  const e = err as { code?: string; message?: string; rstCode?: number; cause?: unknown } | undefined;
+  let code = e?.code ?? "";
+  // A stream opened on a session that never connected is cancelled with the session's error as
+  // its cause (ECONNREFUSED, our connect timeout): that is a connect failure, not a reset — the
+  // request never left this process, so it is always safe to retry.
+  if (code === "ERR_HTTP2_STREAM_CANCEL") {
+    const cause = (e?.cause as { code?: string } | undefined)?.code;
+    if (cause !== undefined && CONNECT_CODES.has(cause)) code = cause;
+  }
   const message = e?.message ?? String(err);
   if (
     !connected &&

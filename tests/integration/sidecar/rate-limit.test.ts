@@ -51,7 +51,11 @@ async function apply(cp: ControlPlaneProcess, yaml: string): Promise<void> {
 }
 
 /** `trellis get ratelimitpolicy NAME -o yaml` once it matches `ready`. */
-function policyStatus(cp: ControlPlaneProcess, name: string, ready: (yaml: string) => boolean): Promise<string> {
+function policyStatus(
+  cp: ControlPlaneProcess,
+  name: string,
+  ready: (yaml: string) => boolean,
+): Promise<string> {
   return waitFor(
     async () => {
       const r = await runTrellis(["get", "ratelimitpolicy", name, "-n", "shop", "-o", "yaml"], cp.env);
@@ -124,7 +128,12 @@ describe("sidecar local rate limits", () => {
       startSidecar({ cp, token: tWeb as string, service: "web" }),
     ]);
     sidecars.push(...started);
-    [ordersSidecar, slowSidecar, , web] = started as [SidecarProcess, SidecarProcess, SidecarProcess, SidecarProcess];
+    [ordersSidecar, slowSidecar, , web] = started as [
+      SidecarProcess,
+      SidecarProcess,
+      SidecarProcess,
+      SidecarProcess,
+    ];
     client = new MeshClient(web.ports.outbound);
     // Routes to all three services are held by web (subscribed on demand); cart's answer too.
     for (const host of [ordersHost, cartHost])
@@ -149,7 +158,7 @@ describe("sidecar local rate limits", () => {
     }
   });
 
-  it(`a paced load at 2× the limit for ${T_SECONDS} s admits limit × T + burst (± 10%); every 429 has the four headers`, async () => {
+  it(`a paced load at 2× the limit for ${T_SECONDS} s admits limit × T + burst (± 10%); every 429 has the four headers`, async (t) => {
     const ledgerBefore = orders.requests.length;
     const allowedBefore = await decisions(ordersSidecar, "shop/orders-limit", "allowed");
     const limitedBefore = await decisions(ordersSidecar, "shop/orders-limit", "limited");
@@ -179,6 +188,7 @@ describe("sidecar local rate limits", () => {
     const admitted = orders.requests.length - ledgerBefore;
     const expected = LIMIT * T_SECONDS + BURST;
     const detail = JSON.stringify(report);
+    t.diagnostic(`the app got ${admitted} of ${report.sent} (want ${expected} ± 10%); ${detail}`);
     assert.equal(report.sent, 2 * LIMIT * T_SECONDS, detail);
     assert.equal(report.unexpected, "no failures", detail);
     assert.ok(
@@ -212,12 +222,12 @@ describe("sidecar local rate limits", () => {
 
   it("no config push refills a drained bucket: an unrelated route, the listener itself, a changed limit; WebSocket is refused too", async () => {
     // Drain slow's bucket (2 tokens, one more per 50 s).
-    const statuses = [];
+    const statuses: number[] = [];
     for (let i = 0; i < 3; i++) statuses.push((await client.send({ host: slowHost })).status);
     assert.deepEqual(statuses, [200, 200, 429]);
-    const first429 = await client.send({ host: slowHost });
-    assert.equal(first429.status, 429);
-    assert.ok(Number(first429.headers["retry-after"]) > 10, `Retry-After ${first429.headers["retry-after"]}`);
+    const refused = await client.send({ host: slowHost });
+    assert.equal(refused.status, 429);
+    assert.ok(Number(refused.headers["retry-after"]) > 10, `Retry-After ${refused.headers["retry-after"]}`);
 
     // 1. An unrelated route: slow's sidecar routes to cart (so it holds cart's RouteConfig), then
     //    cart's HTTPRoute changes and slow's sidecar applies it (a rebuild of its whole runtime).
@@ -296,16 +306,25 @@ spec:
     limit: { requests: 1, per: second }
 `,
     );
-    const status = await policyStatus(cp, "cart-limit", (y) => /rejected: 1/.test(y) && y.includes("unsupported"));
+    const status = await policyStatus(
+      cp,
+      "cart-limit",
+      (y) => /rejected: 1/.test(y) && y.includes("unsupported"),
+    );
     assert.match(status, /global/);
     // cart keeps its last good listener (no limit at all).
     const cartAnswers = await sendConcurrently(20, 20, () => client.send({ host: cartHost }));
     assert.deepEqual(new Set(cartAnswers.map((a) => a.status)), new Set([200]));
-    // orders' local limit still works: 40 at once through a bucket of 10.
+    // orders' local limit still works: 40 at once through a bucket of 10 admit at most the burst
+    // plus what refilled meanwhile.
+    const t0 = performance.now();
     const answers = await sendConcurrently(40, 40, () => client.send({ host: ordersHost }));
-    const refused = answers.filter((a) => a.status === 429).length;
-    assert.ok(refused >= 40 - BURST - 10, `${refused} of 40 refused`);
+    const elapsedS = (performance.now() - t0) / 1000;
+    const ok = answers.filter((a) => a.status === 200).length;
     assert.ok(answers.every((a) => a.status === 200 || a.status === 429));
-    for (const name of ["orders-limit", "slow-limit"]) assert.ok(applied(await policyStatus(cp, name, applied)));
+    assert.ok(ok < 40, "some were refused");
+    assert.ok(ok <= BURST + Math.ceil(LIMIT * elapsedS), `${ok} of 40 admitted in ${elapsedS.toFixed(2)} s`);
+    for (const name of ["orders-limit", "slow-limit"])
+      assert.ok(applied(await policyStatus(cp, name, applied)));
   });
 });

@@ -128,7 +128,11 @@ describe("inbound proxy: local rate limit", () => {
         inc: () => counts.set(`${policy} ${decision}`, (counts.get(`${policy} ${decision}`) ?? 0) + 1),
       }),
     });
-    frontend = new Frontend({ name: "inbound", onRequest: proxy.handle, onStreamConnect: proxy.handleConnect });
+    frontend = new Frontend({
+      name: "inbound",
+      onRequest: proxy.handle,
+      onStreamConnect: proxy.handleConnect,
+    });
     port = await frontend.listen(0, "127.0.0.1");
   });
 

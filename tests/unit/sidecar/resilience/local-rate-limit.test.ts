@@ -121,7 +121,11 @@ describe("local rate limit: quota and headers", () => {
     assert.deepEqual(l.quota(undefined), { limit: 20, remaining: 20, reset: 0, retryAfter: 0 });
     assert.equal(admitted(l, 15), 15);
     assert.deepEqual(l.quota(undefined), { limit: 20, remaining: 5, reset: 2, retryAfter: 0 });
-    assert.deepEqual(l.quota(undefined), { limit: 20, remaining: 5, reset: 2, retryAfter: 0 }, "took nothing");
+    assert.deepEqual(
+      l.quota(undefined),
+      { limit: 20, remaining: 5, reset: 2, retryAfter: 0 },
+      "took nothing",
+    );
   });
 
   it("maps a quota to the four headers, as strings", () => {

@@ -65,7 +65,12 @@ function setup() {
   const builder = new RuntimeBuilder({ now: clock.now, random: () => 0.5 });
   let version = 0;
   const push = (l: Listener) =>
-    builder.apply(TypeUrl.LISTENER, [{ name: INBOUND_LISTENER, version: String(++version), message: l }], [], []);
+    builder.apply(
+      TypeUrl.LISTENER,
+      [{ name: INBOUND_LISTENER, version: String(++version), message: l }],
+      [],
+      [],
+    );
   const limiter = (port: number): LocalRateLimiter | undefined =>
     builder.build().inbound?.ports.get(port)?.localLimit;
   return { builder, clock, push, limiter };
