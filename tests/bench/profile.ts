@@ -54,6 +54,17 @@ export interface ProfileSummary {
   topSelf: FunctionTime[];
   /** Our code (sidecar/, proto/) by inclusive time. */
   topOursInclusive: FunctionTime[];
+  /**
+   * The resilience layer's own modules (sidecar/src/resilience/, proxy/mirror.ts) by inclusive
+   * time; the exchange that calls them (proxy/outbound-exchange.ts) is in topOursInclusive.
+   * Absent in summaries written before it existed.
+   */
+  resilienceInclusive?: FunctionTime[];
+}
+
+/** A frame of the resilience layer's own modules (see ProfileSummary.resilienceInclusive). */
+function isResilience(url: string): boolean {
+  return url.includes("/sidecar/dist/resilience/") || url.endsWith("/sidecar/dist/proxy/mirror.js");
 }
 
 /** Shortens a script URL: repo paths relative to the repo, node: modules as they are. */
@@ -77,6 +88,7 @@ function category(f: CallFrame): string {
   if (f.functionName === "(garbage collector)") return "garbage collector";
   if (f.functionName === "(program)") return "(program): V8/native outside JS";
   if (u === "") return "native (builtins, C++ bindings)";
+  if (isResilience(u)) return "trellis sidecar code: resilience/ and mirror";
   if (u.includes("/sidecar/dist/")) return "trellis sidecar code";
   if (u.includes("/proto/dist/")) return "trellis proto code";
   if (u.includes("node_modules/undici")) return "undici";
@@ -86,8 +98,9 @@ function category(f: CallFrame): string {
   if (/^node:(_http_|http$|internal\/http)/.test(u)) return "node:http (HTTP/1.1)";
   if (u.startsWith("node:internal/streams") || u === "node:stream") return "node streams";
   if (/^node:(net|internal\/stream_base_commons|internal\/net)/.test(u)) return "node:net";
-  if (/^node:internal\/(process\/task_queues|timers|async_hooks)|^node:timers/.test(u))
-    return "event loop (ticks, timers, promises)";
+  // Timers apart from the rest of the event loop: the route and per-try timeouts are timers.
+  if (/^node:(internal\/)?timers/.test(u)) return "timers (setTimeout, clearTimeout, expiry)";
+  if (/^node:internal\/(process\/task_queues|async_hooks)/.test(u)) return "event loop (ticks, promises)";
   if (u.startsWith("node:")) return "other node: internals";
   return "other";
 }
@@ -103,6 +116,7 @@ export function summariseProfile(p: CpuProfile, label: string, top = 15): Profil
   const self = new Map<string, number>();
   const cats = new Map<string, number>();
   const incl = new Map<string, number>();
+  const resilience = new Map<string, number>();
   let busy = 0;
   let idle = 0;
   for (let i = 0; i < p.samples.length; i++) {
@@ -127,6 +141,7 @@ export function summariseProfile(p: CpuProfile, label: string, top = 15): Profil
       if (seen.has(k)) continue;
       seen.add(k);
       incl.set(k, (incl.get(k) ?? 0) + dt);
+      if (isResilience(f.url)) resilience.set(k, (resilience.get(k) ?? 0) + dt);
     }
   }
   const rows = (m: Map<string, number>, n: number): FunctionTime[] =>
@@ -141,6 +156,7 @@ export function summariseProfile(p: CpuProfile, label: string, top = 15): Profil
     categories: rows(cats, 20),
     topSelf: rows(self, top),
     topOursInclusive: rows(incl, top),
+    resilienceInclusive: rows(resilience, top),
   };
 }
 

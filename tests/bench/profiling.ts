@@ -15,11 +15,13 @@
  * The profiled processes also run with `--trace-gc` (GC pauses per window, gc-trace.ts), their
  * live heap is read after a forced full GC before and after the window (leak check), and a shorter
  * window after it samples allocations (bytes per request and who allocates them).
- * Three windows:
+ * Four windows:
  *
  *  1. inbound, HTTP/1.1 from the client (the one-hop variant): client → sidecar → app;
  *  2. outbound, the client side of the two-hop variant: app → web sidecar → (HTTP/2) → api sidecar;
- *  3. inbound over the mesh hop: the api sidecar of the two-hop variant, HTTP/2 in, HTTP/1.1 out.
+ *  3. inbound over the mesh hop: the api sidecar of the two-hop variant, HTTP/2 in, HTTP/1.1 out;
+ *  4. outbound again, the same web sidecar, to a service that carries every bench policy
+ *     (policies.ts): window 2 plus the resilience layer's configured work, side by side with it.
  */
 import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { WebSocket } from "node:http";
@@ -161,6 +163,10 @@ export interface ProfilingOptions {
   /** Sampling interval, µs. */
   intervalUs: number;
   outDir: string;
+  /** Applies the bench policies (policies.ts) to `service`; window 4 is skipped without it. */
+  applyPolicies?: (service: string) => Promise<void>;
+  /** Resolves once every bench policy of `service` is applied by its proxies. */
+  waitPoliciesApplied?: (service: string) => Promise<void>;
 }
 
 /** Profiles `sc` (whose inspector is `insp`) for one window of wrk load on `port` / `host`. */
@@ -316,6 +322,47 @@ export async function profileSidecars(o: ProfilingOptions): Promise<ProfileWindo
         "profile-inbound-h2.cpuprofile",
       ),
     );
+    // 4. Outbound with every policy on the route: web alone on the server CPU again, to a third
+    // sidecar (the policies' target) on the client CPU.
+    if (o.applyPolicies !== undefined && o.waitPoliciesApplied !== undefined) {
+      const service = "prof-api-policies";
+      await o.applyPolicies(service);
+      const pol = await startBenchSidecar({
+        cp: o.cp,
+        token: await createToken(o.cp.env, NAMESPACE, service),
+        service,
+        appPort: o.app.port,
+        cpus: o.clientCpus,
+      });
+      started.push(pol);
+      if (o.serverCpus !== undefined && o.clientCpus !== undefined) {
+        pinAllThreads(api.proc.pid, o.clientCpus);
+        pinAllThreads(web.proc.pid, o.serverCpus);
+      }
+      const polHost = `${service}.${NAMESPACE}:${o.app.port}`;
+      // The first request makes web subscribe to the route; then its policies are in force.
+      await runWrk({
+        port: web.ports.outbound,
+        host: polHost,
+        connections: 1,
+        threads: 1,
+        durationS: 1,
+        cpus: o.clientCpus,
+      });
+      await o.waitPoliciesApplied(service);
+      out.push(
+        await window(
+          o,
+          o.warmupS,
+          webInsp,
+          web,
+          web.ports.outbound,
+          polHost,
+          "sidecar outbound with every bench policy on the route (window 2 + timeout, retry, fault and mirror draws, fallback, limits, outlier detection, retry budget)",
+          "profile-outbound-h2-policies.cpuprofile",
+        ),
+      );
+    }
   } finally {
     for (const i of inspectors) i.close();
     for (const sc of started.reverse()) await sc.proc.stop().catch(() => undefined);

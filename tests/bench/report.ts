@@ -9,7 +9,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { median } from "./measure.js";
 import type { ProfileWindow } from "./profiling.js";
-import type { BenchResults, SummaryRow } from "./results.js";
+import { type BenchResults, POLICY_CPU_GOAL_RATIO, type SummaryRow } from "./results.js";
 
 const f0 = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "–");
 const f1 = (n: number): string => (Number.isFinite(n) ? n.toFixed(1) : "–");
@@ -91,6 +91,26 @@ function latencyTable(res: BenchResults): string {
   return lines.join("\n");
 }
 
+/**
+ * With vs without the resilience policies: each "+ policies" variant against the same path without
+ * them, from the same run (saturation rounds interleaved, paced runs at the same rate).
+ */
+function policyTable(res: BenchResults): string {
+  const costs = res.policyCosts ?? [];
+  if (costs.length === 0) return '_This run had no "+ policies" variants._';
+  const lines = [
+    `| path | proxy CPU µs/req with / without (all hops) | with ÷ without (goal ≤ ${POLICY_CPU_GOAL_RATIO.toFixed(2)}) | per round | req/s with / without | paced rate (req/s) | p50 with / without (ms) | p99 with / without (ms) | proxy CPU µs/req at that rate with / without |`,
+    "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+  ];
+  for (const c of costs) {
+    const l = c.latency;
+    lines.push(
+      `| ${c.hops} hop${c.hops > 1 ? "s" : ""} (${c.variant} ÷ ${c.withoutPolicies}) | ${f1(c.cpuUsPerRequest.with)} / ${f1(c.cpuUsPerRequest.without)} | **${c.cpuUsPerRequest.ratio.toFixed(3)}** | ${c.cpuRatioPerRound.map((x) => x.toFixed(3)).join(", ")} | ${f0(c.rps.with)} / ${f0(c.rps.without)} (×${c.rps.ratio.toFixed(2)}) | ${l === undefined ? "–" : f0(l.rate)} | ${l === undefined ? "–" : `${ms(l.p50Us.with)} / ${ms(l.p50Us.without)}`} | ${l === undefined ? "–" : `${ms(l.p99Us.with)} / ${ms(l.p99Us.without)}`} | ${l === undefined ? "–" : `${f1(l.cpuUsPerRequest.with)} / ${f1(l.cpuUsPerRequest.without)} (×${l.cpuUsPerRequest.ratio.toFixed(2)})`} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
 function cpuSplitTable(res: BenchResults): string {
   const lines = [
     "| variant | process | user µs/req | kernel µs/req | total µs/req |",
@@ -162,6 +182,14 @@ function profileSection(p: ProfileWindow): string {
     "|--:|---|",
     rows(s.topOursInclusive.slice(0, 10)),
     "",
+    ...((s.resilienceInclusive ?? []).length === 0
+      ? []
+      : [
+          "| inclusive time | resilience layer function (sidecar/src/resilience/, proxy/mirror.ts) |",
+          "|--:|---|",
+          rows((s.resilienceInclusive ?? []).slice(0, 8)),
+          "",
+        ]),
     `Allocations (sampled, garbage included): about ${f1(p.allocations.bytesPerRequest / 1024)} KiB per request.`,
     "",
     "| share of bytes | allocated in |",
@@ -208,6 +236,24 @@ Placement: ${s.pinned ? `app and every proxy (sidecars, nginx, bare Node) pinned
 ## Results
 
 ${mainTable(res)}
+
+## With and without the resilience policies
+
+The "+ policies" variants are the sidecar paths with every resilience policy that costs something
+per request but leaves a healthy request's answer unchanged, on the target service
+(\`tests/bench/policies.ts\` has the YAML and why each value): HTTPRoute \`timeout\` 5s, \`retry\` (2
+attempts, \`perTryTimeout\` 2s, retryOn connect-failure/refused-stream/reset/5xx, backoff 25–250 ms),
+\`fault\` (1 ms delay for 0.0001 % of requests: every request pays the random draw, about none is
+delayed; \`percentage: 0\` would skip the draw), \`mirror\` (0.0001 %, to the same service: the draw
+without doubling the work), \`fallback\`; TrafficPolicy \`connectionLimits\` (far above 32
+connections), explicit \`outlierDetection\` and \`retryBudget\`; RateLimitPolicy \`local\` at
+1,000,000/s. Route and traffic policies act at the caller's outbound side, the rate limit at the
+target's inbound side: one hop (client → inbound) measures the rate limit alone, two hops all of
+them. Connection limits, retry budget and outlier detection also run, with their defaults, on the
+paths without policies. Each "+ policies" variant runs right after its counterpart in every round,
+and is paced at its counterpart's rate.
+
+${policyTable(res)}
 
 CPU per request at saturation by process (medians; the app is the same program in every row, so
 its change shows what the proxies' smaller batches cost it):

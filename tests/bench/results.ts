@@ -1,7 +1,8 @@
 /**
  * The shape of a benchmark results file (tests/bench/results/*.json) and the summary computed from
  * the raw runs: medians over repetitions, ratios to the direct variant measured in the same run,
- * added latency over direct at the same offered rate, and the targets checked.
+ * added latency over direct at the same offered rate, the cost of the resilience policies (each
+ * "+ policies" variant against the same path without them, same run), and the targets checked.
  */
 import type { OpenLoopResult, WrkResult } from "./loadgen.js";
 import { median, type RunResources } from "./measure.js";
@@ -14,6 +15,8 @@ export type VariantId =
   | "node-proxy-1hop"
   | "sidecar-1hop"
   | "sidecar-2hop"
+  | "sidecar-1hop-policies"
+  | "sidecar-2hop-policies"
   | "nginx-1hop"
   | "nginx-2hop";
 
@@ -27,6 +30,8 @@ export interface VariantInfo {
   proxies: string[];
   /** What the hop between two proxies speaks, for two-hop variants. */
   interHop?: string;
+  /** For a "+ policies" variant: the variant that does the same work without the policies. */
+  withoutPolicies?: VariantId;
 }
 
 /** One saturation run (wrk). */
@@ -82,6 +87,99 @@ export interface SummaryRow {
   maxInterferencePct: number;
 }
 
+/** A value with and without the policies, and with ÷ without. */
+export interface WithWithout {
+  with: number;
+  without: number;
+  ratio: number;
+}
+
+/**
+ * What the resilience policies cost (tests/bench/policies.ts): a "+ policies" variant against the
+ * same path without them, both measured in the same run, interleaved.
+ */
+export interface PolicyCost {
+  variant: VariantId;
+  withoutPolicies: VariantId;
+  hops: number;
+  /** Proxies' CPU µs per request (all hops) at saturation, medians over the rounds. */
+  cpuUsPerRequest: WithWithout;
+  /** with ÷ without of the proxies' CPU per request in each round (the two ran seconds apart). */
+  cpuRatioPerRound: number[];
+  /** Median saturated req/s. */
+  rps: WithWithout;
+  /**
+   * At the same paced rate (half the variant without policies' maximum), medians: p50 and p99 µs,
+   * and the proxies' CPU µs per request at that rate. Absent when no paced runs were made.
+   */
+  latency?: { rate: number; p50Us: WithWithout; p99Us: WithWithout; cpuUsPerRequest: WithWithout };
+}
+
+/** The issue's goal for the policies: CPU per request with them ≤ this × without. */
+export const POLICY_CPU_GOAL_RATIO = 1.1;
+
+function withWithout(w: number, wo: number): WithWithout {
+  return { with: w, without: wo, ratio: w / wo };
+}
+
+/** The proxies' CPU µs per request of one run, summed over the variant's proxies. */
+function proxiesCpu(v: VariantInfo, r: { resources: RunResources }): number {
+  return v.proxies.reduce((s, role) => s + (r.resources.cpuUsPerRequest[role] ?? NaN), 0);
+}
+
+/** One PolicyCost per variant that names its `withoutPolicies` counterpart. */
+export function policyCosts(
+  variants: readonly VariantInfo[],
+  saturation: readonly SaturationRun[],
+  latency: readonly LatencyRun[],
+): PolicyCost[] {
+  const byId = new Map(variants.map((v) => [v.id, v]));
+  const out: PolicyCost[] = [];
+  for (const v of variants) {
+    const b = v.withoutPolicies === undefined ? undefined : byId.get(v.withoutPolicies);
+    if (b === undefined) continue;
+    const satW = saturation.filter((r) => r.variant === v.id);
+    const satB = saturation.filter((r) => r.variant === b.id);
+    const perRound = satW.flatMap((w) => {
+      const base = satB.find((x) => x.rep === w.rep);
+      return base === undefined ? [] : [proxiesCpu(v, w) / proxiesCpu(b, base)];
+    });
+    const cost: PolicyCost = {
+      variant: v.id,
+      withoutPolicies: b.id,
+      hops: v.hops,
+      cpuUsPerRequest: withWithout(
+        median(satW.map((r) => proxiesCpu(v, r))),
+        median(satB.map((r) => proxiesCpu(b, r))),
+      ),
+      cpuRatioPerRound: perRound,
+      rps: withWithout(median(satW.map((r) => r.wrk.rps)), median(satB.map((r) => r.wrk.rps))),
+    };
+    // Only paced runs at the same rate compare: the baseline's own rate.
+    const latW = latency.filter((r) => r.variant === v.id && r.rateOf === b.id);
+    const latB = latency.filter((r) => r.variant === b.id && r.rateOf === b.id);
+    if (latW.length > 0 && latB.length > 0) {
+      cost.latency = {
+        rate: latB[0]?.openLoop.rate ?? NaN,
+        p50Us: withWithout(
+          median(latW.map((r) => r.openLoop.latencyUs.p50)),
+          median(latB.map((r) => r.openLoop.latencyUs.p50)),
+        ),
+        p99Us: withWithout(
+          median(latW.map((r) => r.openLoop.latencyUs.p99)),
+          median(latB.map((r) => r.openLoop.latencyUs.p99)),
+        ),
+        cpuUsPerRequest: withWithout(
+          median(latW.map((r) => proxiesCpu(v, r))),
+          median(latB.map((r) => proxiesCpu(b, r))),
+        ),
+      };
+    }
+    out.push(cost);
+  }
+  return out;
+}
+
 /** A target checked against a sidecar variant. */
 export interface TargetCheck {
   variant: VariantId;
@@ -113,6 +211,8 @@ export interface BenchResults {
   saturation: SaturationRun[];
   latency: LatencyRun[];
   summary: SummaryRow[];
+  /** With vs without the resilience policies (absent in files written before the policies variants). */
+  policyCosts?: PolicyCost[];
   targets: TargetCheck[];
   profiles: ProfileWindow[];
   notes: string[];
@@ -207,9 +307,18 @@ export function summarise(
 /** The issue's targets, per hop, for the sidecar variants. */
 export const TARGETS = { cpuUsPerHop: 35, addedP99UsPerHop: 1000, rssIdleMiB: 50 } as const;
 
-/** Checks the targets against the sidecar rows. */
-export function checkTargets(rows: readonly SummaryRow[]): TargetCheck[] {
+/** Checks the targets against the sidecar rows, and the policies' goal against `costs`. */
+export function checkTargets(rows: readonly SummaryRow[], costs: readonly PolicyCost[] = []): TargetCheck[] {
   const out: TargetCheck[] = [];
+  for (const c of costs) {
+    out.push({
+      variant: c.variant,
+      what: `proxy CPU per request with the resilience policies ÷ without (${c.withoutPolicies}, same run)`,
+      target: `≤ ${POLICY_CPU_GOAL_RATIO.toFixed(2)}×`,
+      value: `${c.cpuUsPerRequest.ratio.toFixed(3)}× (${c.cpuUsPerRequest.with.toFixed(1)} vs ${c.cpuUsPerRequest.without.toFixed(1)} µs)`,
+      met: c.cpuUsPerRequest.ratio <= POLICY_CPU_GOAL_RATIO,
+    });
+  }
   for (const r of rows) {
     if (!r.variant.startsWith("sidecar")) continue;
     out.push({

@@ -1,15 +1,19 @@
 /**
  * `npm run bench`: the data-plane benchmark, every variant in one invocation (tests/bench/README.md).
  *
- *  1. Start the topology once (topology.ts): app, control plane, api and web sidecars, two nginx.
- *  2. Check every variant answers 200 with the 100-byte body; read idle RSS.
+ *  1. Start the topology once (topology.ts): app, control plane, api, api-policies and web sidecars,
+ *     two nginx; the resilience policies (policies.ts) target api-policies only.
+ *  2. Check every variant answers 200 with the 100-byte body, and that every policy is applied by
+ *     the sidecars (none rejected); read idle RSS.
  *  3. Warm up each variant (wrk, not recorded): the sidecars' JIT and pools need seconds.
  *  4. Saturation: `reps` rounds; each round runs every variant once (interleaved, so a disturbance
  *     on this shared machine spreads over variants instead of landing on one).
  *  5. Latency: for each sidecar variant, rate = half its median saturated req/s; `reps` rounds of
- *     {direct, sidecar, nginx} at that rate with the paced open-loop generator.
+ *     {direct, sidecar, sidecar + policies, nginx} at that rate with the paced open-loop generator
+ *     (the "+ policies" variant at the rate of the one without, so the two compare).
  *  6. Idle RSS again; stop the measured processes; profile fresh sidecars (profiling.ts).
- *  7. Write results/<stamp>-<sha>.json, results/latest.json and results/latest.md.
+ *  7. Summarise (medians, ratios to direct, with ÷ without policies, targets); write
+ *     results/<stamp>-<sha>.json, results/latest.json and results/latest.md.
  *
  * Loads are bounded in time and target 127.0.0.1 only; every process started is stopped, also on
  * SIGINT/SIGTERM (and the harness SIGKILLs any child if this process dies).
@@ -24,6 +28,7 @@ import { withFreePorts } from "../helpers/ports.js";
 import { reapStale } from "../helpers/reap.js";
 import { BENCH_SRC, buildOpenLoop, runOpenLoop, runWrk, TMP_DIR } from "./loadgen.js";
 import { measured, median, QuietGate, type Watched } from "./measure.js";
+import { applyBenchPolicies, waitBenchPoliciesApplied } from "./policies.js";
 import { type Memory, memory } from "./proc.js";
 import { type ProfileWindow, profileSidecars } from "./profiling.js";
 import { renderMarkdown } from "./report.js";
@@ -31,21 +36,23 @@ import {
   type BenchResults,
   checkTargets,
   type LatencyRun,
+  policyCosts,
   type SaturationRun,
   summarise,
   type VariantId,
   type VariantInfo,
 } from "./results.js";
-import { startTopology, type Topology } from "./topology.js";
+import { NAMESPACE, POLICIES_SERVICE, startTopology, type Topology } from "./topology.js";
 
 /** Warm-up of the variants without a sidecar (direct, nginx), seconds at most. */
 const PEER_WARMUP_S = 3;
 
 const USAGE = `usage: npm run bench [-- options]
 
-Measures direct, one sidecar, two sidecars (the mesh hop), nginx one and two hops, and a bare
-Node proxy (reference) in one run;
-writes tests/bench/results/latest.{json,md}. Defaults take about 4.5 minutes on 2 cores.
+Measures direct, one sidecar, two sidecars (the mesh hop), the same two with every resilience
+policy on the route (tests/bench/policies.ts), nginx one and two hops, and a bare Node proxy
+(reference) in one run; writes tests/bench/results/latest.{json,md}. Defaults take about 6.5
+minutes on 2 cores.
 
   --reps N               repetitions of every measurement (default 3; the median is reported)
   --duration S           seconds per saturation run (default 5)
@@ -230,6 +237,17 @@ function variantsOf(t: Topology): Variant[] {
       port: t.api.ports.inbound,
       host: t.meshHost,
     },
+    // Each "+ policies" variant runs right after the one without, in every round.
+    {
+      id: "sidecar-1hop-policies",
+      label:
+        "sidecar, 1 hop + policies (client → inbound sidecar → app; of the policies, only the local rate limit acts here)",
+      hops: 1,
+      proxies: ["sidecar-api-policies"],
+      withoutPolicies: "sidecar-1hop",
+      port: t.apiPolicies.ports.inbound,
+      host: t.policiesHost,
+    },
     {
       id: "sidecar-2hop",
       label: "sidecars, 2 hops (client → web sidecar ⇒ api sidecar → app)",
@@ -238,6 +256,16 @@ function variantsOf(t: Topology): Variant[] {
       interHop: "HTTP/2 (h2c), pooled",
       port: t.web.ports.outbound,
       host: t.meshHost,
+    },
+    {
+      id: "sidecar-2hop-policies",
+      label: "sidecars, 2 hops + policies (client → web sidecar ⇒ api-policies sidecar → app)",
+      hops: 2,
+      proxies: ["sidecar-web", "sidecar-api-policies"],
+      interHop: "HTTP/2 (h2c), pooled",
+      withoutPolicies: "sidecar-2hop",
+      port: t.web.ports.outbound,
+      host: t.policiesHost,
     },
     {
       id: "nginx-1hop",
@@ -264,6 +292,7 @@ function rolePids(t: Topology): Record<string, number> {
     app: t.app.proc.pid,
     "sidecar-api": t.api.proc.pid,
     "sidecar-web": t.web.proc.pid,
+    "sidecar-api-policies": t.apiPolicies.proc.pid,
     "nginx-a": t.nginxA.proc.pid,
     "nginx-b": t.nginxB.proc.pid,
     "node-proxy": t.bare.proc.pid,
@@ -325,6 +354,9 @@ async function main(): Promise<void> {
         throw new Error(`${v.id}: expected 200 with 100 bytes, got ${r.status} with ${r.bytes} bytes`);
       }
     }
+    // The probe above made web subscribe to api-policies' route: now every policy has its proxy.
+    await waitBenchPoliciesApplied(t.cp, POLICIES_SERVICE, NAMESPACE);
+    log(`every bench policy on ${POLICIES_SERVICE} is applied, none rejected`);
     rssIdleBefore = rssOf(pids);
     log(
       `idle RSS (MiB): ${Object.entries(rssIdleBefore)
@@ -365,9 +397,11 @@ async function main(): Promise<void> {
     const plan: [VariantId, VariantId][] = [
       ["sidecar-1hop", "direct"],
       ["sidecar-1hop", "sidecar-1hop"],
+      ["sidecar-1hop", "sidecar-1hop-policies"],
       ["sidecar-1hop", "nginx-1hop"],
       ["sidecar-2hop", "direct"],
       ["sidecar-2hop", "sidecar-2hop"],
+      ["sidecar-2hop", "sidecar-2hop-policies"],
       ["sidecar-2hop", "nginx-2hop"],
     ];
     const rateOf = (id: VariantId) =>
@@ -400,6 +434,7 @@ async function main(): Promise<void> {
     rssIdleAfter = rssOf(pids);
     await t.api.proc.stop();
     await t.web.proc.stop();
+    await t.apiPolicies.proc.stop();
     if (s.profileS > 0) {
       log("profiling fresh sidecars");
       mkdirSync(TMP_DIR, { recursive: true });
@@ -414,6 +449,8 @@ async function main(): Promise<void> {
         durationS: s.profileS,
         intervalUs: 500,
         outDir: TMP_DIR,
+        applyPolicies: (service) => applyBenchPolicies(t.cp, service, NAMESPACE),
+        waitPoliciesApplied: (service) => waitBenchPoliciesApplied(t.cp, service, NAMESPACE),
       });
     }
   } finally {
@@ -428,6 +465,7 @@ async function main(): Promise<void> {
     }
   }
   const summary = summarise(variants, saturation, latency, rssIdleBefore, rssIdleAfter);
+  const costs = policyCosts(variants, saturation, latency);
   const finished = new Date();
   const results: BenchResults = {
     schema: 1,
@@ -472,7 +510,8 @@ async function main(): Promise<void> {
     saturation,
     latency,
     summary,
-    targets: checkTargets(summary),
+    policyCosts: costs,
+    targets: checkTargets(summary, costs),
     profiles,
     notes,
   };
@@ -489,6 +528,11 @@ async function main(): Promise<void> {
         (r.latency
           ? `, added p50/p99 ${(r.latency.addedP50Us / 1000).toFixed(2)}/${(r.latency.addedP99Us / 1000).toFixed(2)} ms`
           : ""),
+    );
+  }
+  for (const c of costs) {
+    log(
+      `${c.variant} ÷ ${c.withoutPolicies}: proxy CPU/req ${c.cpuUsPerRequest.with.toFixed(1)} / ${c.cpuUsPerRequest.without.toFixed(1)} µs = ×${c.cpuUsPerRequest.ratio.toFixed(3)} (per round ${c.cpuRatioPerRound.map((x) => x.toFixed(3)).join(", ")}); req/s ×${c.rps.ratio.toFixed(3)}`,
     );
   }
 }

@@ -8,6 +8,10 @@
  *   web       sidecar of service `web` (no app port, a client): its outbound port is where the
  *             two-hop variant's client sends, with `Host: api.shop:<app port>`; the hop web → api
  *             is the mesh's HTTP/2 hop
+ *   apiPolicies  sidecar of service `api-policies` in front of the same app: the same as `api`,
+ *             except that the resilience policies of policies.ts target its service (its inbound
+ *             port is the one-hop "+ policies" variant; web → it the two-hop one). A service of its
+ *             own, so that `api` stays without policies and both are measured in one run.
  *   nginx-b   nginx in front of the app (nginx one hop); nginx-a in front of nginx-b (two hops)
  *   bare      the reference Node proxy (bare-proxy.ts) in front of the app
  *
@@ -23,10 +27,14 @@ import { type ManagedProcess, spawnManaged } from "../helpers/processes.js";
 import { SIDECAR_BIN } from "../helpers/sidecar.js";
 import { makeTempDir } from "../helpers/temp-dirs.js";
 import { waitFor } from "../helpers/wait.js";
+import { applyBenchPolicies } from "./policies.js";
 import { pinAllThreads } from "./proc.js";
 
 /** The namespace of the benchmark's services. */
 export const NAMESPACE = "shop";
+
+/** The service the resilience policies (policies.ts) target; `api` has none. */
+export const POLICIES_SERVICE = "api-policies";
 
 /** Where the processes run: CPU lists for taskset, or undefined to leave placement to the kernel. */
 export interface Placement {
@@ -244,12 +252,16 @@ export interface Topology {
   cp: ControlPlaneProcess;
   api: BenchSidecar;
   web: BenchSidecar;
+  /** Like `api`, with every bench policy on its service (POLICIES_SERVICE). */
+  apiPolicies: BenchSidecar;
   nginxA: Nginx;
   nginxB: Nginx;
   bare: App;
   /** The Host header the two-hop client sends to web's outbound port. */
   meshHost: string;
-  tokens: { api: string; web: string };
+  /** The same for the two-hop "+ policies" variant (POLICIES_SERVICE). */
+  policiesHost: string;
+  tokens: { api: string; web: string; apiPolicies: string };
   stop(): Promise<void>;
 }
 
@@ -268,7 +280,10 @@ export async function startTopology(placement: Placement, nginxPorts: [number, n
     const tokens = {
       api: await createToken(cp.env, NAMESPACE, "api"),
       web: await createToken(cp.env, NAMESPACE, "web"),
+      apiPolicies: await createToken(cp.env, NAMESPACE, POLICIES_SERVICE),
     };
+    // Before any sidecar starts: the policies are in the first config, never pushed mid-run.
+    await applyBenchPolicies(cp, POLICIES_SERVICE, NAMESPACE);
     const api = await startBenchSidecar({
       cp,
       token: tokens.api,
@@ -279,6 +294,14 @@ export async function startTopology(placement: Placement, nginxPorts: [number, n
     started.push(api.proc);
     const web = await startBenchSidecar({ cp, token: tokens.web, service: "web", cpus: placement.server });
     started.push(web.proc);
+    const apiPolicies = await startBenchSidecar({
+      cp,
+      token: tokens.apiPolicies,
+      service: POLICIES_SERVICE,
+      appPort: app.port,
+      cpus: placement.server,
+    });
+    started.push(apiPolicies.proc);
     const [portA, portB] = nginxPorts;
     const nginxB = await startNginx("nginx-b", portB, app.port, placement.server);
     started.push(nginxB.proc);
@@ -291,10 +314,12 @@ export async function startTopology(placement: Placement, nginxPorts: [number, n
       cp,
       api,
       web,
+      apiPolicies,
       nginxA,
       nginxB,
       bare,
       meshHost: `api.${NAMESPACE}:${app.port}`,
+      policiesHost: `${POLICIES_SERVICE}.${NAMESPACE}:${app.port}`,
       tokens,
       stop: stopAll,
     };

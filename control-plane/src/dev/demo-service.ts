@@ -1,18 +1,23 @@
 /**
- * One demo service of `trellis dev`, run as its own process: `node demo-service.js <web|orders|inventory>`.
+ * One demo service of `trellis dev`, run as its own process:
+ * `node demo-service.js <web|orders|inventory> [address] [port]` (default 127.0.0.1, port 0).
  *
  *  - web: HTTP/1.1. Each request calls orders (`GET http://orders.shop/orders/<id>`, absolute-form,
  *    through its sidecar's outbound port as an HTTP proxy) and answers 200 with what orders said, or
  *    502 when orders failed.
  *  - orders: HTTP/1.1. Each `GET /orders/<id>` calls inventory's gRPC method `Check` over h2c to its
- *    sidecar's outbound port, with `inventory.shop` as the :authority, and answers 200, or 502.
+ *    sidecar's outbound port, with `inventory.shop` as the :authority, and answers 200 with the
+ *    stock. When inventory fails it still answers 200, without the stock (`inStock: null`,
+ *    `degraded`): an order page without a stock figure beats no page, and a dependency that
+ *    fails fast (a route timeout) is what makes that answer fast.
  *  - inventory: gRPC (@grpc/grpc-js with raw Buffer serializers: no .proto needed for one method
  *    whose payload is a UTF-8 string) answering the stock of an item.
  *
- * Lifecycle (the stdio protocol is in demo-wire.ts): bind 127.0.0.1:0 (loopback only, as explicit
- * mode requires) → print `listening` → wait for `upstream` on stdin (web, orders) → serve. Every
- * downstream call's latency and outcome go to stdout in `calls` batches. SIGTERM, SIGINT or the end
- * of stdin (the parent is gone) close the server, flush the last batch and exit 0.
+ * Lifecycle (the stdio protocol is in demo-wire.ts): bind the address (loopback only, as explicit
+ * mode requires) → print `listening` → wait for `upstream` on stdin (web, orders) → serve. A
+ * `behave` message makes it fail or slow until the next one. Every downstream call's latency and
+ * outcome go to stdout in `calls` batches. SIGTERM, SIGINT or the end of stdin (the parent is
+ * gone) close the server, flush the last batch and exit 0.
  */
 import * as http from "node:http";
 import { createInterface } from "node:readline";
@@ -26,14 +31,24 @@ import {
   DOWNSTREAM,
   INVENTORY_METHOD,
   type ListeningMessage,
-  parseUpstreamMessage,
+  parseControlMessage,
   REPORT_EVERY_MS,
 } from "./demo-wire.js";
 
 const role = process.argv[2] as DemoService;
-if (!(DEMO_SERVICES as readonly string[]).includes(role)) {
-  process.stderr.write(`usage: demo-service.js <${DEMO_SERVICES.join("|")}>\n`);
+const bindAddress = process.argv[3] ?? "127.0.0.1";
+const bindPort = Number(process.argv[4] ?? "0");
+if (!(DEMO_SERVICES as readonly string[]).includes(role) || !Number.isInteger(bindPort)) {
+  process.stderr.write(`usage: demo-service.js <${DEMO_SERVICES.join("|")}> [address] [port]\n`);
   process.exit(2);
+}
+
+/** What the last `behave` message asked for (see BehaveMessage). */
+let failStatus = 0;
+let delayMs = 0;
+
+function delayed(): Promise<void> {
+  return delayMs > 0 ? new Promise((r) => setTimeout(r, delayMs)) : Promise.resolve();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -172,6 +187,8 @@ let nextId = 0;
 
 async function handleWeb(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   if (outboundPort === 0) return json(res, 503, { error: "web has no sidecar yet" });
+  await delayed();
+  if (failStatus !== 0) return json(res, failStatus, { error: `web is failing (${failStatus})` });
   nextId = (nextId + 1) % 1000;
   const id = nextId;
   const r = await callOrders(id, req.headers);
@@ -183,8 +200,16 @@ async function handleOrders(req: http.IncomingMessage, res: http.ServerResponse)
   const m = /^\/orders\/(\d+)$/.exec(req.url ?? "");
   if (m === null) return json(res, 404, { error: "try GET /orders/<id>" });
   const id = m[1] as string;
+  await delayed();
+  if (failStatus !== 0) return json(res, failStatus, { error: `orders is failing (${failStatus})` });
   const r = await callInventory(id);
-  if (r.error !== undefined) return json(res, 502, { error: `inventory failed: ${r.error}` });
+  if (r.error !== undefined)
+    return json(res, 200, {
+      order: Number(id),
+      item: `item-${id}`,
+      inStock: null,
+      degraded: `inventory: ${r.error}`,
+    });
   json(res, 200, { order: Number(id), item: `item-${id}`, inStock: r.stock });
 }
 
@@ -200,7 +225,7 @@ function httpServer(handler: (req: http.IncomingMessage, res: http.ServerRespons
     listen: () =>
       new Promise<number>((resolve, reject) => {
         server.once("error", reject);
-        server.listen(0, "127.0.0.1", () => {
+        server.listen(bindPort, bindAddress, () => {
           const a = server.address();
           resolve(typeof a === "object" && a !== null ? a.port : 0);
         });
@@ -233,13 +258,18 @@ function inventoryServer() {
   server.addService(definition, {
     Check: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
       const id = Number(call.request.toString("utf8"));
-      callback(null, Buffer.from(String((id * 7919) % 100)));
+      void delayed().then(() => {
+        if (call.cancelled) return; // the caller's deadline passed (its sidecar gave up on us)
+        if (failStatus !== 0)
+          callback({ code: grpc.status.UNAVAILABLE, details: `inventory is failing (${failStatus})` });
+        else callback(null, Buffer.from(String((id * 7919) % 100)));
+      });
     },
   });
   return {
     listen: () =>
       new Promise<number>((resolve, reject) =>
-        server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, port) =>
+        server.bindAsync(`${bindAddress}:${bindPort}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
           err ? reject(err) : resolve(port),
         ),
       ),
@@ -278,11 +308,20 @@ process.on("SIGINT", () => void stop("SIGINT"));
 
 const port = await server.listen();
 send({ event: "listening", port });
-log(`listening on 127.0.0.1:${port}`);
+log(`listening on ${bindAddress}:${port}`);
 
 const lines = createInterface({ input: process.stdin });
 lines.on("line", (line) => {
-  const m = parseUpstreamMessage(line);
-  if (m !== undefined) connectUpstream(m.outboundPort);
+  const m = parseControlMessage(line);
+  if (m?.event === "upstream") connectUpstream(m.outboundPort);
+  else if (m?.event === "behave") {
+    failStatus = m.failStatus;
+    delayMs = m.delayMs;
+    log(
+      failStatus === 0 && delayMs === 0
+        ? "behaving normally again"
+        : `from now on: ${failStatus !== 0 ? `answering ${failStatus}` : "answering"}${delayMs > 0 ? ` ${delayMs} ms late` : ""}`,
+    );
+  }
 });
 lines.on("close", () => void stop("stdin closed"));

@@ -4,9 +4,10 @@
  * an hour at 1,000 req/s is 3.6 M, about 60 MB — fine for a dev tool, and exact percentiles need
  * the samples), queried by time window.
  *
- * Samples arrive in completion order per service (each service is measured by exactly one caller:
- * the load generator for web, web's app for orders, orders' app for inventory), so a window is a
- * binary search for its start and a scan to its end.
+ * Samples are kept in completion order, so a window is a binary search for its start and a scan
+ * to its end. They mostly arrive in that order, but not always: inventory is measured by both
+ * orders replicas, whose batches interleave. A sample older than the newest is inserted in its
+ * place; it is at most a batch interval older, so the move is a short tail.
  */
 
 /** What the table shows for one service over one window. Latencies in ms; null when no sample. */
@@ -47,9 +48,15 @@ export class ServiceStats {
    */
   add(atMs: number, latencyMs: number, ok: boolean): void {
     if (this.n === this.at.length) this.grow();
-    this.at[this.n] = atMs;
-    this.ms[this.n] = latencyMs;
-    this.ok[this.n] = ok ? 1 : 0;
+    const i = this.n > 0 && (this.at[this.n - 1] as number) > atMs ? this.firstAfter(atMs) : this.n;
+    if (i < this.n) {
+      this.at.copyWithin(i + 1, i, this.n);
+      this.ms.copyWithin(i + 1, i, this.n);
+      this.ok.copyWithin(i + 1, i, this.n);
+    }
+    this.at[i] = atMs;
+    this.ms[i] = latencyMs;
+    this.ok[i] = ok ? 1 : 0;
     this.n++;
   }
 

@@ -443,13 +443,22 @@ export class OutboundExchange {
     this.clearTryTimer();
     const out = forwardableResponseRaw(raw);
     applyResponseEdits(out, this.t.rule.headerEdits);
-    if (ended) {
-      respondHeadersOnly(this.res, status, out);
-      stream.resume();
-      this.finish(status, "", status < 500);
+    try {
+      if (ended) {
+        respondHeadersOnly(this.res, status, out);
+        stream.resume();
+        this.finish(status, "", status < 500);
+        return;
+      }
+      writeHead(this.res, status, out);
+    } catch (err) {
+      // A head the caller's protocol cannot carry (e.g. a status Node refuses): a definite 502,
+      // never an exception out of an event handler.
+      this.phase = Phase.Attempting;
+      this.abandonAttempt();
+      this.localReply("upstream_protocol_error", `unforwardable response head: ${String(err)}`);
       return;
     }
-    writeHead(this.res, status, out);
     if (firstChunk !== undefined) {
       this.bytes += firstChunk.length;
       (this.res as http.ServerResponse).write(firstChunk);

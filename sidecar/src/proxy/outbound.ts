@@ -546,7 +546,13 @@ export class OutboundProxy {
       if (status !== 200) {
         const why = first(h["x-trellis-error"]);
         reason = why ?? "";
-        refuseRaw(socket, status || 502, why ?? "upstream_reset", "the peer refused the WebSocket");
+        // The peer's rate-limit headers tell the caller when to come back: keep them.
+        const extra: string[] = [];
+        for (const name of RATE_LIMIT_HEADERS) {
+          const v = first(h[name]);
+          if (v !== undefined && /^[\x20-\x7e]*$/.test(v)) extra.push(`${name}: ${v}`);
+        }
+        refuseRaw(socket, status || 502, why ?? "upstream_reset", "the peer refused the WebSocket", extra);
         stream.close(http2.constants.NGHTTP2_CANCEL);
         return;
       }
@@ -595,7 +601,16 @@ export class OutboundProxy {
  * A proxy-made answer on a raw socket (CONNECT and Upgrade happen outside the response API):
  * status line, `x-trellis-error`, a short text body, and the connection closed.
  */
-function refuseRaw(socket: Socket, status: number, reason: string, message: string): void {
+/** Headers of a peer's refusal that a raw refusal passes on (429 `rate_limited`). */
+const RATE_LIMIT_HEADERS = ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "retry-after"];
+
+function refuseRaw(
+  socket: Socket,
+  status: number,
+  reason: string,
+  message: string,
+  extraHeaders: readonly string[] = [],
+): void {
   if (socket.destroyed || !socket.writable) {
     socket.destroy();
     return;
@@ -603,6 +618,7 @@ function refuseRaw(socket: Socket, status: number, reason: string, message: stri
   const body = `${reason}: ${message.replace(/[\r\n]+/g, " ")}\n`;
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Error"}\r\nx-trellis-error: ${reason}\r\n` +
+      extraHeaders.map((h) => `${h}\r\n`).join("") +
       `content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
       `connection: close\r\n\r\n${body}`,
   );

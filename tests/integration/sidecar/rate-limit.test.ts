@@ -274,7 +274,11 @@ spec: { accessLog: { enabled: true } }
 
     // 3. WebSocket upgrades take from the same bucket (extended CONNECT on the mesh hop).
     const wsLimitedBefore = await decisions(slowSidecar, "shop/slow-limit", "limited");
-    await assert.rejects(openWebSocket(web.ports.outbound, slowHost, "/ws"), /429[\s\S]*rate_limited/);
+    await assert.rejects(
+      openWebSocket(web.ports.outbound, slowHost, "/ws"),
+      /429[\s\S]*rate_limited[\s\S]*ratelimit-limit: \d+[\s\S]*retry-after: \d+/,
+      "the caller's raw refusal keeps the peer's rate-limit headers",
+    );
     assert.equal(await decisions(slowSidecar, "shop/slow-limit", "limited"), wsLimitedBefore + 1);
 
     // 4. The limit itself changes (burst 2 → 4): rescaled, not refilled — still refused, with the

@@ -187,6 +187,8 @@ describe("SidecarMetrics exposition", () => {
       ["trellis_connection_limit_saturated", "gauge"],
       ["trellis_outlier_ejections_total", "counter"],
       ["trellis_endpoints_ejected", "gauge"],
+      // Ours, beyond INTERFACES.md (docs/reference.md): attempts balanced in panic mode.
+      ["trellis_lb_panic_total", "counter"],
       ["trellis_ratelimit_decisions_total", "counter"],
       ["trellis_ratelimit_backend_errors_total", "counter"],
       ["trellis_local_reply_total", "counter"],
