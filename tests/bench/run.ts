@@ -240,8 +240,7 @@ function variantsOf(t: Topology): Variant[] {
     // Each "+ policies" variant runs right after the one without, in every round.
     {
       id: "sidecar-1hop-policies",
-      label:
-        "sidecar, 1 hop + policies (client → inbound sidecar → app; of the policies, only the local rate limit acts here)",
+      label: "sidecar, 1 hop + policies (client → inbound sidecar → app; local rate limit)",
       hops: 1,
       proxies: ["sidecar-api-policies"],
       withoutPolicies: "sidecar-1hop",

@@ -269,8 +269,10 @@ function inventoryServer() {
   return {
     listen: () =>
       new Promise<number>((resolve, reject) =>
-        server.bindAsync(`${bindAddress}:${bindPort}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
-          err ? reject(err) : resolve(port),
+        server.bindAsync(
+          `${bindAddress}:${bindPort}`,
+          grpc.ServerCredentials.createInsecure(),
+          (err, port) => (err ? reject(err) : resolve(port)),
         ),
       ),
     close: () =>

@@ -1,6 +1,7 @@
 /**
- * The processes of `trellis dev`: one control plane, and per demo service its app and its sidecar,
- * every one its own process with ports chosen by the OS.
+ * The processes of `trellis dev`: one control plane, and per demo instance (web, orders-1,
+ * orders-2, inventory) its app and its sidecar, every one its own process with ports chosen by the
+ * OS.
  *
  * Start order (each step waits for the `listening` log line that reports the bound ports; nothing
  * polls for a fixed port, nothing sleeps):
@@ -8,13 +9,17 @@
  *     embedded store (etcd when asked), its state dir and HOME under the work dir. It writes
  *     `<home>/.trellis/config`, through which this process reaches its admin API.
  *  2. One join token per service (admin API, in-process, like `trellis token create`), written to
- *     a 0600 file each sidecar reads with --token-file (a token on a command line is visible in ps).
- *  3. The apps, all at once: each binds 127.0.0.1:0 and reports its port.
- *  4. The sidecars, all at once: `trellis-sidecar run` with `--app-port <app port>[/grpc]` and every
- *     listener on port 0; then each one's /ready on its stats port.
+ *     a 0600 file each sidecar of the service reads with --token-file (a token on a command line is
+ *     visible in ps). Then the demo policy (demo-policy.ts), applied like `trellis apply` and
+ *     written to `<work dir>/policy.yaml`, so the sidecars' first config already carries it.
+ *  3. The apps: the first replica of each service binds 127.0.0.1:0 and reports its port; the
+ *     other replicas of a service bind that same port on their own loopback address (DemoInstance).
+ *  4. The sidecars, all at once: `trellis-sidecar run` with `--app-port <app port>[/grpc]` (and
+ *     `--app-address` for a replica off 127.0.0.1) and every listener on port 0; then each one's
+ *     /ready on its stats port.
  *  5. Each calling app gets its sidecar's outbound port (stdin).
- *  6. One request end to end (load → web → orders → inventory) until it succeeds: the mesh is wired
- *     (routes subscribed, endpoints known) before anything is measured.
+ *  6. One request end to end (load → web → orders → inventory, the stock in web's answer) until it
+ *     succeeds: the mesh is wired (routes subscribed, endpoints known) before anything is measured.
  * Stop: one process at a time from the edge inward (see stop()), the control plane last; SIGTERM,
  * then SIGKILL after a grace period. Resolves once every process is gone.
  */
@@ -25,15 +30,20 @@ import { durationFromNanos } from "@trellis/proto/duration";
 import { ErrorCode, TrellisError } from "@trellis/proto/errors";
 import { openAdminConnection, resolveConnection } from "../cli/client.js";
 import { DevChild, type ExitInfo } from "./child-process.js";
+import { demoPolicies } from "./demo-policy.js";
 import {
   APP_PROTOCOL,
+  type BehaveMessage,
   CALL_TIMEOUT_MS,
+  DEMO_INSTANCES,
   DEMO_NAMESPACE,
   DEMO_SERVICES,
+  type DemoInstance,
   type DemoService,
   parseServiceMessage,
 } from "./demo-wire.js";
-import { probe } from "./load-generator.js";
+import { probe, probeBody } from "./load-generator.js";
+import type { MetricsSource } from "./mesh-metrics.js";
 
 /** One process as the first `--json` line lists it. */
 export interface ProcessInfo {
@@ -41,6 +51,10 @@ export interface ProcessInfo {
   kind: "control-plane" | "app" | "sidecar";
   /** The demo service an app or sidecar belongs to. */
   service?: DemoService;
+  /** Its replica (1-based), for a service with several. */
+  replica?: number;
+  /** The loopback address an app binds (replicas of one service share the port number). */
+  address?: string;
   pid: number;
   /** Bound ports by role: control plane grpc/admin; app app; sidecar inbound/outbound/admin/stats. */
   ports: Record<string, number>;
@@ -75,6 +89,8 @@ export interface DevMeshOptions {
   onCalls: (target: DemoService, at: readonly number[], ms: readonly number[], ok: readonly number[]) => void;
   /** Progress for the user ("starting the control plane"). */
   progress: (message: string) => void;
+  /** The demo policy (YAML), applied at step 2; none when undefined. */
+  policy?: string;
 }
 
 /** Time each start step may take. */
@@ -98,7 +114,8 @@ export function sidecarBin(): string {
   }
 }
 
-interface ServiceProcs {
+interface InstanceProcs {
+  instance: DemoInstance;
   app: DevChild;
   appPort: number;
   sidecar?: DevChild;
@@ -108,7 +125,8 @@ interface ServiceProcs {
 export class DevMesh {
   private cp: DevChild | undefined;
   private cpPorts = { grpc: 0, admin: 0 };
-  private readonly services = new Map<DemoService, ServiceProcs>();
+  /** By instance name. */
+  private readonly instances = new Map<string, InstanceProcs>();
   private readonly children: DevChild[] = [];
   /** Children that reported their ports (see StoppedProcess.started). */
   private readonly started = new Set<DevChild>();
@@ -131,15 +149,27 @@ export class DevMesh {
         pid: this.cp.pid,
         ports: { ...this.cpPorts },
       });
-    for (const service of DEMO_SERVICES) {
-      const s = this.services.get(service);
+    for (const instance of DEMO_INSTANCES) {
+      const s = this.instances.get(instance.name);
       if (s === undefined) continue;
-      out.push({ name: service, kind: "app", service, pid: s.app.pid, ports: { app: s.appPort } });
+      const { name, service } = instance;
+      const replica =
+        DEMO_INSTANCES.filter((i) => i.service === service).length > 1 ? { replica: instance.replica } : {};
+      out.push({
+        name,
+        kind: "app",
+        service,
+        ...replica,
+        address: instance.address,
+        pid: s.app.pid,
+        ports: { app: s.appPort },
+      });
       if (s.sidecar !== undefined && s.sidecarPorts !== undefined)
         out.push({
-          name: `${service}-sidecar`,
+          name: `${name}-sidecar`,
           kind: "sidecar",
           service,
+          ...replica,
           pid: s.sidecar.pid,
           ports: { ...s.sidecarPorts },
         });
@@ -149,7 +179,22 @@ export class DevMesh {
 
   /** Where the load goes: web's sidecar inbound port. */
   get entryPort(): number {
-    return this.services.get("web")?.sidecarPorts?.inbound ?? 0;
+    return this.instances.get("web")?.sidecarPorts?.inbound ?? 0;
+  }
+
+  /** Every started sidecar's stats port, to read its /metrics. */
+  metricsSources(): MetricsSource[] {
+    const out: MetricsSource[] = [];
+    for (const s of this.instances.values())
+      if (s.sidecarPorts !== undefined)
+        out.push({ name: `${s.instance.name}-sidecar`, statsPort: s.sidecarPorts.stats });
+    return out;
+  }
+
+  /** Tells one demo instance's app how to behave (BehaveMessage); ignored for an unknown or exited one. */
+  behave(instance: string, failStatus: number, delayMs: number): void {
+    const msg: BehaveMessage = { event: "behave", failStatus, delayMs };
+    this.instances.get(instance)?.app.writeLine(JSON.stringify(msg));
   }
 
   /** The log directory (one file per process). */
@@ -199,19 +244,32 @@ export class DevMesh {
     this.cpPorts = { grpc: cpLine.ports.grpc ?? 0, admin: cpLine.ports.admin ?? 0 };
     const caFile = typeof cpLine.caFile === "string" ? cpLine.caFile : join(cpStateDir, "ca.pem");
     // 2.
-    const tokenFiles = await this.createTokens();
+    const tokenFiles = await this.setUpControlPlane();
     // 3.
-    this.opts.progress(`starting the demo services: ${DEMO_SERVICES.join(" → ")}`);
-    await Promise.all(DEMO_SERVICES.map((service) => this.startApp(service)));
+    this.opts.progress(
+      `starting the demo services: ${DEMO_SERVICES.map((s) => {
+        const n = DEMO_INSTANCES.filter((i) => i.service === s).length;
+        return n > 1 ? `${s} (${n} replicas)` : s;
+      }).join(" → ")}`,
+    );
+    const firsts = DEMO_INSTANCES.filter((i) => i.replica === 1);
+    await Promise.all(firsts.map((i) => this.startApp(i, 0)));
+    await Promise.all(
+      DEMO_INSTANCES.filter((i) => i.replica > 1).map((i) =>
+        this.startApp(
+          i,
+          this.instances.get(firsts.find((f) => f.service === i.service)?.name ?? "")?.appPort ?? 0,
+        ),
+      ),
+    );
     // 4.
     this.opts.progress("starting a sidecar beside each");
     await Promise.all(
-      DEMO_SERVICES.map((service) => this.startSidecar(service, caFile, tokenFiles.get(service) as string)),
+      DEMO_INSTANCES.map((i) => this.startSidecar(i, caFile, tokenFiles.get(i.service) as string)),
     );
     // 5.
-    for (const service of DEMO_SERVICES) {
-      const s = this.services.get(service);
-      if (s?.sidecarPorts !== undefined)
+    for (const s of this.instances.values()) {
+      if (s.sidecarPorts !== undefined)
         s.app.writeLine(JSON.stringify({ event: "upstream", outboundPort: s.sidecarPorts.outbound }));
     }
     // 6.
@@ -232,12 +290,21 @@ export class DevMesh {
     return child;
   }
 
-  private async createTokens(): Promise<Map<DemoService, string>> {
+  /** Step 2: join tokens (files, by service) and the demo policy. */
+  private async setUpControlPlane(): Promise<Map<DemoService, string>> {
     const settings = await resolveConnection({}, {}, this.home);
     const conn = openAdminConnection(settings);
     const dir = join(this.opts.workDir, "tokens");
     await mkdir(dir, { recursive: true, mode: 0o700 });
     try {
+      const policy = this.opts.policy;
+      if (policy !== undefined) {
+        const file = join(this.opts.workDir, "policy.yaml");
+        await writeFile(file, policy);
+        const policies = demoPolicies(policy);
+        await conn.call((c, o) => c.apply({ policies, dryRun: false }, o));
+        this.opts.progress(`applied the demo policy (${policies.length} resources): ${file}`);
+      }
       const files = new Map<DemoService, string>();
       for (const service of DEMO_SERVICES) {
         const res = await conn.call((c, o) =>
@@ -261,14 +328,19 @@ export class DevMesh {
     }
   }
 
-  private async startApp(service: DemoService): Promise<void> {
+  /**
+   * Step 3 for one instance, binding `port` (0: any) on its address. A replica binding its first
+   * replica's port on another loopback address does not retry: that port was free on 127.0.0.1 a
+   * moment ago, and nothing normally binds 127.0.0.2+, so a clash is not worth another round.
+   */
+  private async startApp(instance: DemoInstance, bindPort: number): Promise<void> {
     let resolvePort: (port: number) => void = () => {};
     const port = new Promise<number>((r) => {
       resolvePort = r;
     });
     const app = this.spawn({
-      name: service,
-      args: [DEMO_SERVICE_SCRIPT, service],
+      name: instance.name,
+      args: [DEMO_SERVICE_SCRIPT, instance.service, instance.address, String(bindPort)],
       stdin: true,
       onStdoutLine: (line) => {
         const m = parseServiceMessage(line);
@@ -278,16 +350,17 @@ export class DevMesh {
     });
     await app.waitForLine((l) => l.startsWith('{"event":"listening"'), "listening message", START_TIMEOUT_MS);
     this.started.add(app);
-    this.services.set(service, { app, appPort: await port });
+    this.instances.set(instance.name, { instance, app, appPort: await port });
   }
 
-  private async startSidecar(service: DemoService, caFile: string, tokenFile: string): Promise<void> {
-    const s = this.services.get(service) as ServiceProcs;
+  private async startSidecar(instance: DemoInstance, caFile: string, tokenFile: string): Promise<void> {
+    const s = this.instances.get(instance.name) as InstanceProcs;
+    const { service, name } = instance;
     const protocol = APP_PROTOCOL[service];
-    const stateDir = join(this.opts.workDir, "sidecars", service);
+    const stateDir = join(this.opts.workDir, "sidecars", name);
     await mkdir(stateDir, { recursive: true });
     const sidecar = this.spawn({
-      name: `${service}-sidecar`,
+      name: `${name}-sidecar`,
       args: [
         sidecarBin(),
         "run",
@@ -304,9 +377,10 @@ export class DevMesh {
         "--service-account",
         service,
         "--proxy-id",
-        `${service}-${process.pid}`,
+        `${name}-${process.pid}`,
         "--app-port",
         protocol === "http" ? String(s.appPort) : `${s.appPort}/${protocol}`,
+        ...(instance.address !== "127.0.0.1" ? ["--app-address", instance.address] : []),
         "--inbound-port",
         "0",
         "--outbound-port",
@@ -347,8 +421,11 @@ export class DevMesh {
     const deadline = Date.now() + START_TIMEOUT_MS;
     let status = 0;
     for (;;) {
-      status = await probe(this.entryPort, `web.${DEMO_NAMESPACE}`, "/", CALL_TIMEOUT_MS);
-      if (status === 200) return;
+      const r = await probeBody(this.entryPort, `web.${DEMO_NAMESPACE}`, "/", CALL_TIMEOUT_MS);
+      status = r.status;
+      // orders answers 200 without the stock when inventory fails: only a stock figure proves the
+      // last hop.
+      if (status === 200 && hasStock(r.body)) return;
       const dead = this.children.find((c) => c.exitInfo() !== undefined);
       if (dead !== undefined) throw dead.error("exited during startup");
       if (Date.now() > deadline) break;
@@ -365,15 +442,15 @@ export class DevMesh {
    * Stops everything and resolves once every process has exited, with how each ended. Safe to call
    * at any point of start().
    *
-   * Order: from the edge inward — web's app, web's sidecar, orders' app, orders' sidecar, inventory's
-   * app, inventory's sidecar, then the control plane — each gone before the next gets SIGTERM. A
+   * Order: from the edge inward — web's app, web's sidecar, each orders replica's app and sidecar,
+   * inventory's app, inventory's sidecar, then the control plane — each gone before the next gets SIGTERM. A
    * callee then never loses its callers' connections while it drains (nothing is in flight: the load
    * stopped first), every sidecar can deregister, and the control plane outlives them all.
    */
   async stop(): Promise<StoppedProcess[]> {
     this.stopping = true;
     const rank = (c: DevChild): number => {
-      const i = DEMO_SERVICES.findIndex((s) => c.name === s || c.name === `${s}-sidecar`);
+      const i = DEMO_INSTANCES.findIndex((s) => c.name === s.name || c.name === `${s.name}-sidecar`);
       if (i < 0) return 1000;
       return 2 * i + (c.name.endsWith("-sidecar") ? 1 : 0);
     };
@@ -397,6 +474,16 @@ export class DevMesh {
 interface ListeningLine {
   ports: Record<string, number | undefined>;
   caFile?: unknown;
+}
+
+/** Whether web's answer carries a stock figure (inventory answered). */
+function hasStock(body: string): boolean {
+  try {
+    const parsed = JSON.parse(body) as { order?: { inStock?: unknown } };
+    return typeof parsed.order?.inStock === "number";
+  } catch {
+    return false;
+  }
 }
 
 function isListening(line: string): boolean {

@@ -1,15 +1,20 @@
 /**
  * How `trellis dev` shows what is happening, in one of three forms:
  *
- *  - tty:   a table redrawn in place (ANSI: cursor up, clear line) every report interval;
- *  - plain: one line per report interval, for logs and pipes (stdout is not a terminal);
- *  - json:  JSON lines (`--json`): first `processes` (every process with its pid and ports), then
- *           `stats` per interval, last `summary`. Nothing else is written to stdout.
+ *  - tty:   a table redrawn in place (ANSI: cursor up, clear line) every report interval, with
+ *           each scenario's start and end announced on a line of its own above it;
+ *  - plain: one line per report interval and one per scenario start and end, for logs and pipes
+ *           (stdout is not a terminal);
+ *  - json:  JSON lines (`--json`): first `processes` (every process with its pid and ports, and
+ *           the scenarios planned), then `stats` per interval and `scenario` at each start and
+ *           end, last `summary` (with `scenarios`: what each did). Nothing else is written to
+ *           stdout.
  *
  * Progress and errors go to stderr in every form, so stdout stays parseable.
  */
 import { DEMO_NAMESPACE } from "./demo-wire.js";
 import { type ProcessInfo, type StoppedProcess, stoppedCleanly } from "./dev-mesh.js";
+import type { ScenarioEvent, ScenarioResult } from "./scenario-runner.js";
 import type { WindowStats } from "./service-stats.js";
 
 export type ViewMode = "tty" | "plain" | "json";
@@ -25,6 +30,8 @@ export interface StartInfo {
   durationS: number;
   /** Seconds each periodic report covers. */
   windowS: number;
+  /** The scenarios planned, seconds from the start of the load (empty with --no-scenarios). */
+  scenarios: { name: string; title: string; startS: number; endS: number }[];
 }
 
 /** One periodic report. */
@@ -41,6 +48,8 @@ export interface Summary {
   /** Why the run ended: its duration passed, a signal, or a process died. */
   reason: "duration" | "interrupted" | "process-exited";
   services: WindowStats[];
+  /** What each scenario that started did (empty with --no-scenarios). */
+  scenarios: ScenarioResult[];
   stopped: StoppedProcess[];
   /** Every process exited on SIGTERM with status 0 and nothing died early. */
   clean: boolean;
@@ -49,6 +58,8 @@ export interface Summary {
 export interface View {
   start(info: StartInfo): void;
   report(r: Report): void;
+  /** A scenario started or ended. */
+  scenario(e: ScenarioEvent): void;
   summary(s: Summary): void;
   /** Leaves the terminal as it was (cursor shown), whatever happened. Idempotent. */
   close(): void;
@@ -84,6 +95,17 @@ class JsonView implements View {
       home: info.home,
       logDir: info.logDir,
       processes: info.processes,
+      scenarios: info.scenarios,
+    });
+  }
+
+  scenario(e: ScenarioEvent): void {
+    const { result, ...rest } = e.event === "end" ? e : { ...e, result: undefined };
+    this.line({
+      type: "scenario",
+      ...rest,
+      elapsedS: round(e.elapsedS, 1),
+      ...(result !== undefined ? { result: jsonScenario(result) } : {}),
     });
   }
 
@@ -103,11 +125,16 @@ class JsonView implements View {
       reason: s.reason,
       clean: s.clean,
       services: s.services.map(jsonStats),
+      scenarios: s.scenarios.map(jsonScenario),
       stopped: s.stopped,
     });
   }
 
   close(): void {}
+}
+
+function jsonScenario(r: ScenarioResult) {
+  return { ...r, callers: { ...r.callers, services: r.callers.services.map(jsonStats) } };
 }
 
 function jsonStats(w: WindowStats) {
@@ -150,11 +177,19 @@ function header(info: StartInfo): string[] {
   lines.push(
     "",
     `  load: ${info.rate} req/s to web (web → orders → inventory, orders → inventory is gRPC), ${until}`,
+    info.scenarios.length > 0
+      ? `  scenarios: ${info.scenarios.map((p) => `${p.title} at ${p.startS}s`).join(", ")} (policy: ${info.workDir}/policy.yaml)`
+      : "  scenarios: none (--no-scenarios)",
     `  logs: ${info.logDir}`,
     `  CLI:  HOME=${info.home} npx trellis status`,
     "",
   );
   return lines;
+}
+
+function scenarioLine(e: ScenarioEvent): string {
+  const what = e.event === "start" ? "scenario" : "scenario over";
+  return `[${e.elapsedS.toFixed(0).padStart(4)}s] ${what}: ${e.title} — ${e.message}`;
 }
 
 function summaryLines(s: Summary): string[] {
@@ -167,6 +202,14 @@ function summaryLines(s: Summary): string[] {
     ...s.services.map(statsRow),
     "",
   ];
+  if (s.scenarios.length > 0) {
+    lines.push("scenarios (counts from the sidecars' /metrics; callers as the table measures them):");
+    for (const r of s.scenarios)
+      lines.push(
+        `  ${r.startS.toFixed(1)}–${r.endS.toFixed(1)}s ${r.title}${r.completed ? "" : " (cut short)"}: ${r.outcome}`,
+      );
+    lines.push("");
+  }
   const bad = s.stopped.filter((p) => !stoppedCleanly(p));
   if (bad.length === 0) lines.push(`stopped ${s.stopped.length} processes cleanly`);
   for (const p of bad)
@@ -178,6 +221,8 @@ function summaryLines(s: Summary): string[] {
 
 class TtyView implements View {
   private drawn = 0;
+  /** The table as last drawn, redrawn below an announcement. */
+  private table: string[] = [];
   private closed = false;
   private readonly restore = () => this.close();
 
@@ -197,10 +242,23 @@ class TtyView implements View {
     ];
     // Back to the first line of the previous drawing (cursor up N, column 0: CUU is understood by
     // every terminal, CPL is not), then rewrite each line cleared (EL 2).
+    this.draw([], lines);
+  }
+
+  /** An announcement goes where the table was (it scrolls up with the output), the table below it. */
+  scenario(e: ScenarioEvent): void {
+    this.draw([scenarioLine(e)], this.table);
+  }
+
+  private draw(above: string[], table: string[]): void {
     let text = this.drawn > 0 ? `\x1b[${this.drawn}A\r` : "";
-    for (const l of lines) text += `\x1b[2K${l}\n`;
+    // An announcement longer than the terminal is wide wraps onto the next row, which no EL 2 of
+    // ours clears: erase everything below first (ED 0).
+    if (above.length > 0) text += "\x1b[J";
+    for (const l of [...above, ...table]) text += `\x1b[2K${l}\n`;
     this.out.write(text);
-    this.drawn = lines.length;
+    this.table = table;
+    this.drawn = table.length;
   }
 
   summary(s: Summary): void {
@@ -227,6 +285,10 @@ class PlainView implements View {
       (w) => `${w.service} ${w.rps.toFixed(1)}/s ${pct(w.successRate)} p50 ${ms(w.p50Ms)} p99 ${ms(w.p99Ms)}`,
     );
     this.out.write(`[${r.elapsedS.toFixed(0).padStart(4)}s] ${parts.join(" | ")}\n`);
+  }
+
+  scenario(e: ScenarioEvent): void {
+    this.out.write(`${scenarioLine(e)}\n`);
   }
 
   summary(s: Summary): void {

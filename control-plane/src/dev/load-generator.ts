@@ -28,8 +28,17 @@ export interface LoadOptions {
   timeoutMs: number;
   /** Most unanswered requests at once (default 2048). */
   maxInFlight?: number;
-  /** Called once per request when it completes: wall-clock time, latency ms (NaN if not sent), success. */
-  onResult: (atMs: number, latencyMs: number, ok: boolean) => void;
+  /**
+   * Called once per request when it completes: wall-clock time, latency ms (NaN if not sent),
+   * success (a 200), the status (0: no answer) and the response headers (undefined: no answer).
+   */
+  onResult: (
+    atMs: number,
+    latencyMs: number,
+    ok: boolean,
+    status: number,
+    headers: http.IncomingHttpHeaders | undefined,
+  ) => void;
 }
 
 export class LoadGenerator {
@@ -94,16 +103,16 @@ export class LoadGenerator {
   private send(due: number): void {
     // 3.
     if (this.inFlight >= (this.opts.maxInFlight ?? 2048)) {
-      this.opts.onResult(Date.now(), Number.NaN, false);
+      this.opts.onResult(Date.now(), Number.NaN, false, 0, undefined);
       return;
     }
     this.inFlight++;
     let done = false;
-    const finish = (ok: boolean) => {
+    const finish = (status: number, headers?: http.IncomingHttpHeaders) => {
       if (done) return;
       done = true;
       // 2.
-      this.opts.onResult(Date.now(), performance.now() - due, ok);
+      this.opts.onResult(Date.now(), performance.now() - due, status === 200, status, headers);
       this.inFlight--;
       if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
     };
@@ -121,14 +130,14 @@ export class LoadGenerator {
         },
         (res) => {
           res.on("data", () => {});
-          res.on("end", () => finish(res.statusCode === 200));
-          res.on("error", () => finish(false));
+          res.on("end", () => finish(res.statusCode ?? 0, res.headers));
+          res.on("error", () => finish(0));
         },
       );
-      req.on("error", () => finish(false));
+      req.on("error", () => finish(0));
       req.end();
     } catch {
-      finish(false); // a request that cannot even be built is a failed request, not a stuck one
+      finish(0); // a request that cannot even be built is a failed request, not a stuck one
     }
   }
 }
@@ -137,7 +146,17 @@ export class LoadGenerator {
  * One GET to 127.0.0.1:`port` with Host `host`; resolves with the status (0 when there was no
  * answer within `timeoutMs`). For readiness probes, not for measured load.
  */
-export function probe(port: number, host: string, path: string, timeoutMs: number): Promise<number> {
+export async function probe(port: number, host: string, path: string, timeoutMs: number): Promise<number> {
+  return (await probeBody(port, host, path, timeoutMs)).status;
+}
+
+/** Like probe(), with the response body (UTF-8; "" when there was no answer). */
+export function probeBody(
+  port: number,
+  host: string,
+  path: string,
+  timeoutMs: number,
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve) => {
     const req = http.request(
       {
@@ -149,12 +168,15 @@ export function probe(port: number, host: string, path: string, timeoutMs: numbe
         signal: AbortSignal.timeout(Math.max(1, Math.ceil(timeoutMs))),
       },
       (res) => {
-        res.resume();
-        res.on("end", () => resolve(res.statusCode ?? 0));
-        res.on("error", () => resolve(0));
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () =>
+          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }),
+        );
+        res.on("error", () => resolve({ status: 0, body: "" }));
       },
     );
-    req.on("error", () => resolve(0));
+    req.on("error", () => resolve({ status: 0, body: "" }));
     req.end();
   });
 }

@@ -6,9 +6,10 @@
  *     the logs can be read).
  *  2. Start the mesh. Ctrl-C during the start stops what was started.
  *  3. First output (the process list), then paced load to web for the duration; a report every
- *     interval.
+ *     interval; the scenarios on their timeline (scenarios.ts), unless --no-scenarios.
  *  4. The end — duration over, SIGINT / SIGTERM / SIGHUP, or any process exiting by itself — stops
- *     the load (answers in flight are awaited), then every process (dev-mesh.ts stop order).
+ *     the scenarios (one under way is undone and counted), then the load (answers in flight are
+ *     awaited), then every process (dev-mesh.ts stop order).
  *  5. Last output: the summary over the whole load period, with how each process ended.
  * Exit status: 0 when the run was clean (every process started, none died early, each exited 0
  * on SIGTERM), 1 otherwise. A second Ctrl-C kills everything at once and exits 130.
@@ -18,6 +19,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { TrellisError } from "@trellis/proto/errors";
 import { findSetpriv } from "./child-process.js";
+import { demoPolicyYaml } from "./demo-policy.js";
 import {
   CALL_TIMEOUT_MS,
   DEMO_NAMESPACE,
@@ -28,6 +30,8 @@ import {
 import { DevMesh, stoppedCleanly } from "./dev-mesh.js";
 import { createView, type Out, type Summary, type ViewMode } from "./live-view.js";
 import { LoadGenerator } from "./load-generator.js";
+import { ScenarioRunner } from "./scenario-runner.js";
+import { planScenarios, type ScenarioLevers } from "./scenarios.js";
 import { ServiceStats } from "./service-stats.js";
 
 export interface DevOptions {
@@ -44,6 +48,8 @@ export interface DevOptions {
   home?: string;
   /** etcd endpoints; empty = the embedded store. */
   etcd: readonly string[];
+  /** Play the scenarios (false: --no-scenarios). */
+  scenarios: boolean;
 }
 
 export interface DevIo {
@@ -78,6 +84,7 @@ export async function runDev(opts: DevOptions, io: DevIo): Promise<number> {
     workDir,
     ...(opts.home !== undefined ? { home: resolve(opts.home) } : {}),
     etcd: opts.etcd,
+    policy: demoPolicyYaml(opts.rate),
     progress: (m) => io.err(`trellis dev: ${m}`),
     onCalls: (target, at, ms, ok) => {
       const s = stats.get(target);
@@ -124,7 +131,11 @@ export async function runDev(opts: DevOptions, io: DevIo): Promise<number> {
   let loadStart = 0;
   let loadEnd = 0;
   let load: LoadGenerator | undefined;
+  let runner: ScenarioRunner | undefined;
   let reporter: NodeJS.Timeout | undefined;
+  const plan = opts.scenarios ? planScenarios(opts.durationMs) : [];
+  const window = (from: number, to: number) =>
+    DEMO_SERVICES.map((s) => (stats.get(s) as ServiceStats).window(from, to));
   try {
     // 2.
     const starting = mesh.start();
@@ -143,6 +154,12 @@ export async function runDev(opts: DevOptions, io: DevIo): Promise<number> {
         rate: opts.rate,
         durationS: opts.durationMs / 1000,
         windowS: windowMs / 1000,
+        scenarios: plan.map((p) => ({
+          name: p.def.name,
+          title: p.def.title,
+          startS: p.startMs / 1000,
+          endS: p.endMs / 1000,
+        })),
       });
       const web = stats.get("web") as ServiceStats;
       load = new LoadGenerator({
@@ -150,10 +167,25 @@ export async function runDev(opts: DevOptions, io: DevIo): Promise<number> {
         host: `web.${DEMO_NAMESPACE}`,
         rate: opts.rate,
         timeoutMs: CALL_TIMEOUT_MS,
-        onResult: (at, ms, ok) => web.add(at, ms, ok),
+        onResult: (at, ms, ok, status, headers) => {
+          web.add(at, ms, ok);
+          runner?.onLoadResult(status, headers);
+        },
       });
       loadStart = Date.now();
       load.start();
+      if (plan.length > 0) {
+        runner = new ScenarioRunner({
+          plan,
+          levers: levers(mesh, opts.rate),
+          sources: () => mesh.metricsSources(),
+          loadStart,
+          callers: window,
+          onEvent: (e) => view.scenario(e),
+          onError: (m) => io.err(`trellis dev: ${m}`),
+        });
+        runner.start();
+      }
       reporter = setInterval(() => {
         const to = Date.now() - REPORT_LAG_MS;
         const from = Math.max(loadStart, to - windowMs);
@@ -161,7 +193,7 @@ export async function runDev(opts: DevOptions, io: DevIo): Promise<number> {
         view.report({
           elapsedS: (Date.now() - loadStart) / 1000,
           windowS: (to - from) / 1000,
-          services: DEMO_SERVICES.map((s) => (stats.get(s) as ServiceStats).window(from, to)),
+          services: window(from, to),
         });
       }, opts.intervalMs);
       const ended: Promise<Summary["reason"]>[] = [
@@ -180,6 +212,7 @@ export async function runDev(opts: DevOptions, io: DevIo): Promise<number> {
     io.err(`trellis dev: ${TrellisError.from(err).message}`);
   } finally {
     // 4.
+    await runner?.stop();
     if (reporter !== undefined) clearInterval(reporter);
     if (load !== undefined) {
       await load.stop();
@@ -204,6 +237,7 @@ export async function runDev(opts: DevOptions, io: DevIo): Promise<number> {
         const w = (stats.get(s) as ServiceStats).window(loadStart - 1, Date.now());
         return { ...w, rps: w.requests / spanS };
       }),
+      scenarios: runner?.results() ?? [],
       stopped,
       clean,
     });
@@ -219,4 +253,23 @@ export async function runDev(opts: DevOptions, io: DevIo): Promise<number> {
   }
   if (!keep) await rm(workDir, { recursive: true, force: true });
   return 0;
+}
+
+/** What the scenarios may do to this run: the mesh's apps, and extra load at web. */
+function levers(mesh: DevMesh, rate: number): ScenarioLevers {
+  return {
+    rate,
+    behave: (instance, failStatus, delayMs) => mesh.behave(instance, failStatus, delayMs),
+    extraLoad: (extraRate, onResult) => {
+      const extra = new LoadGenerator({
+        port: mesh.entryPort,
+        host: `web.${DEMO_NAMESPACE}`,
+        rate: extraRate,
+        timeoutMs: CALL_TIMEOUT_MS,
+        onResult: (_at, _ms, _ok, status, headers) => onResult(status, headers),
+      });
+      extra.start();
+      return () => extra.stop();
+    },
+  };
 }

@@ -147,7 +147,9 @@ export class OutlierDetector {
     o.consecutive5xx++;
     // Step 5.
     const tripped =
-      (gateway && c.consecutiveGatewayErrors > 0 && o.consecutiveGatewayErrors >= c.consecutiveGatewayErrors) ||
+      (gateway &&
+        c.consecutiveGatewayErrors > 0 &&
+        o.consecutiveGatewayErrors >= c.consecutiveGatewayErrors) ||
       (c.consecutive5xx > 0 && o.consecutive5xx >= c.consecutive5xx);
     if (!tripped) return false;
     o.consecutiveGatewayErrors = 0;

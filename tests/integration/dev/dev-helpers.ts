@@ -13,6 +13,9 @@ export interface ListedProcess {
   name: string;
   kind: "control-plane" | "app" | "sidecar";
   service?: string;
+  replica?: number;
+  /** Apps: the loopback address they bind. */
+  address?: string;
   pid: number;
   ports: Record<string, number>;
 }
@@ -85,14 +88,34 @@ export async function firstLine(run: DevRun, timeoutMs: number): Promise<{ proce
 
 /** Sum of `trellis_requests_total` samples whose labels include every pair of `want`. */
 export function requestsTotal(metrics: string, want: Record<string, string>): number {
+  return metricSum(metrics, "trellis_requests_total", want);
+}
+
+/**
+ * Sum of the samples of `family` whose labels match every entry of `want` (a value, or a pattern
+ * the label's value must match); 0 when none.
+ */
+export function metricSum(
+  metrics: string,
+  family: string,
+  want: Record<string, string | RegExp> = {},
+): number {
   let sum = 0;
   for (const line of metrics.split("\n")) {
-    if (!line.startsWith("trellis_requests_total{")) continue;
+    if (!line.startsWith(`${family}{`) && !line.startsWith(`${family} `)) continue;
+    if (line.startsWith(`${family} `)) {
+      if (Object.keys(want).length === 0) sum += Number(line.slice(family.length + 1).trim());
+      continue;
+    }
     const close = line.lastIndexOf("}");
     const labels = new Map<string, string>();
     for (const m of line.slice(0, close).matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g))
       labels.set(m[1] as string, m[2] as string);
-    if (Object.entries(want).every(([k, v]) => labels.get(k) === v))
+    if (
+      Object.entries(want).every(([k, v]) =>
+        typeof v === "string" ? labels.get(k) === v : v.test(labels.get(k) ?? ""),
+      )
+    )
       sum += Number(line.slice(close + 1).trim());
   }
   return sum;

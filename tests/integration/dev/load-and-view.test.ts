@@ -95,6 +95,7 @@ describe("trellis dev terminal table", () => {
       rate: 50,
       durationS: 30,
       windowS: 5,
+      scenarios: [],
     });
     assert.ok(out.endsWith("\x1b[?25l"), "cursor hidden while the table is live");
     const report = { elapsedS: 1, windowS: 1, services: ["web", "orders", "inventory"].map(row) };

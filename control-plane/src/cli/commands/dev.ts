@@ -1,7 +1,8 @@
 /**
- * `trellis dev [--duration 30s] [--json] …`: a whole mesh on this machine — a control plane, three
- * demo services (web → orders → inventory, the last hop gRPC) each behind its own sidecar, paced
- * load, and a live table per service. The run itself is control-plane/src/dev/run-dev.ts.
+ * `trellis dev [--duration 30s] [--json] [--no-scenarios] …`: a whole mesh on this machine — a
+ * control plane, three demo services (web → orders → inventory, the last hop gRPC; orders as two
+ * replicas) each behind its own sidecar, paced load, a live table per service, and three
+ * resilience scenarios along the way. The run itself is control-plane/src/dev/run-dev.ts.
  */
 import { parseDurationNanos } from "@trellis/proto/duration";
 import { ErrorCode, TrellisError } from "@trellis/proto/errors";
@@ -35,9 +36,11 @@ export function registerDev(program: Command, io: CliIo): void {
     .command("dev")
     .summary("a whole mesh on this machine: control plane, demo services behind sidecars, load, live table")
     .description(
-      "a whole mesh on this machine: a control plane, demo services web → orders → inventory (the last hop " +
-        "gRPC) each its own process behind its own sidecar, paced load to web, and a live table per service " +
-        "(requests/s, success rate, p50/p99). Ctrl-C or the end of --duration stops every process.",
+      "a whole mesh on this machine: a control plane, demo services web → orders (2 replicas) → inventory (the " +
+        "last hop gRPC) each its own process behind its own sidecar, paced load to web, and a live table per " +
+        "service (requests/s, success rate, p50/p99). Along the way three scenarios show the demo policy at work: " +
+        "a failing orders replica (retries, outlier ejection), a slow inventory (route timeout) and a burst over " +
+        "web's local rate limit (429). Ctrl-C or the end of --duration stops every process.",
     )
     .option("--duration <duration>", "how long the load runs (0 = until Ctrl-C)", "30s")
     .option("--rate <req/s>", "requests per second sent to web, at a fixed pace (open loop)", "50")
@@ -62,7 +65,7 @@ export function registerDev(program: Command, io: CliIo): void {
     )
     .option(
       "--no-scenarios",
-      "run no failure scenarios; accepted now and a no-op: trellis dev has none yet (they come later)",
+      "steady load only: no failing replica, slow dependency or burst (the demo policy is still applied)",
     )
     .action(async (opts: Options) => {
       const rate = Number(opts.rate);
@@ -95,6 +98,7 @@ export function registerDev(program: Command, io: CliIo): void {
               ? 1000
               : 5000,
         etcd,
+        scenarios: opts.scenarios,
         ...(opts.stateDir !== undefined ? { stateDir: opts.stateDir } : {}),
         ...(opts.home !== undefined ? { home: opts.home } : {}),
       };

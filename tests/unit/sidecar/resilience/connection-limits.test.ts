@@ -51,16 +51,36 @@ function queued(a: Admission | undefined): Queued {
 /** Whether `p` has settled, after letting pending reactions run. */
 async function settled<T>(p: Promise<T>): Promise<{ done: boolean; value?: T }> {
   const marker = Symbol("pending");
-  const r = await Promise.race([p, new Promise<typeof marker>((resolve) => setImmediate(() => resolve(marker)))]);
+  const r = await Promise.race([
+    p,
+    new Promise<typeof marker>((resolve) => setImmediate(() => resolve(marker))),
+  ]);
   return r === marker ? { done: false } : { done: true, value: r as T };
 }
 
+/** The permit `w` was granted; fails (rather than hangs) when it is still queued or was cancelled. */
+async function grant(w: Queued): Promise<RequestPermit> {
+  const r = await settled(w.wait);
+  assert.ok(r.done, "still queued");
+  assert.ok(r.value !== undefined, "cancelled");
+  return r.value;
+}
+
 describe("connectionLimitsConfig", () => {
-  const cases: { name: string; spec: MessageInitShape<typeof ConnectionLimitsSchema> | undefined; want: ConnectionLimitsConfig }[] = [
+  const cases: {
+    name: string;
+    spec: MessageInitShape<typeof ConnectionLimitsSchema> | undefined;
+    want: ConnectionLimitsConfig;
+  }[] = [
     {
       name: "no block: 1024/1024/1024, retries unlimited",
       spec: undefined,
-      want: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024, maxRetries: Number.POSITIVE_INFINITY },
+      want: {
+        maxConnections: 1024,
+        maxPendingRequests: 1024,
+        maxRequests: 1024,
+        maxRetries: Number.POSITIVE_INFINITY,
+      },
     },
     { name: "an empty block: the defaults", spec: {}, want: DEFAULT_CONNECTION_LIMITS },
     {
@@ -115,13 +135,12 @@ describe("ConnectionLimiter requests", () => {
     first.release();
     assert.equal(limiter.active, 1, "the slot went straight to the head of the queue");
     assert.equal(limiter.pending, 2);
-    const granted = await waiters[0]!.wait;
-    assert.ok(granted !== undefined);
+    const granted = await grant(waiters[0]!);
     assert.equal((await settled(waiters[1]!.wait)).done, false, "only one slot freed");
 
     granted.release();
-    (await waiters[1]!.wait)!.release();
-    (await waiters[2]!.wait)!.release();
+    (await grant(waiters[1]!)).release();
+    (await grant(waiters[2]!)).release();
     assert.deepEqual(order, [0, 1, 2]);
     assert.equal(limiter.active, 0);
     assert.equal(limiter.pending, 0);
@@ -133,7 +152,7 @@ describe("ConnectionLimiter requests", () => {
     const w = queued(limiter.admit());
     first.release();
     queued(limiter.admit()); // the slot is w's now
-    assert.ok((await w.wait) !== undefined);
+    await grant(w);
   });
 
   it("release is idempotent per grant", async () => {
@@ -147,8 +166,7 @@ describe("ConnectionLimiter requests", () => {
     a.release();
     assert.equal(limiter.active, 2);
     assert.equal(limiter.pending, 1, "one release grants one waiter");
-    const p1 = await w1.wait;
-    assert.ok(p1 !== undefined);
+    const p1 = await grant(w1);
     assert.equal((await settled(w2.wait)).done, false);
     p1.release();
     p1.release();
@@ -165,10 +183,10 @@ describe("ConnectionLimiter requests", () => {
     w1.cancel();
     w1.cancel();
     assert.equal(limiter.pending, 1);
-    assert.equal(await w1.wait, undefined);
+    assert.deepEqual(await settled(w1.wait), { done: true, value: undefined });
     queued(limiter.admit()); // its place in the queue is free again
     first.release();
-    assert.ok((await w2.wait) !== undefined);
+    await grant(w2);
     assert.equal(limiter.active, 1);
   });
 
@@ -181,10 +199,9 @@ describe("ConnectionLimiter requests", () => {
     w1.cancel(); // … whose route timeout fires before it runs
     assert.equal(limiter.active, 1, "the slot went on to w2");
     assert.equal(limiter.pending, 0);
-    const p2 = await w2.wait;
-    assert.ok(p2 !== undefined);
-    const stale = await w1.wait;
-    stale?.release(); // already released by cancel: no effect
+    const p2 = await grant(w2);
+    const stale = await settled(w1.wait);
+    stale.value?.release(); // already released by cancel: no effect
     assert.equal(limiter.active, 1);
     p2.release();
     assert.equal(limiter.active, 0);
@@ -228,8 +245,8 @@ describe("ConnectionLimiter requests", () => {
     limiter.reconfigure(limits({ maxRequests: 3, maxPendingRequests: 3 }));
     assert.equal(limiter.active, 3);
     assert.equal(limiter.pending, 1);
-    assert.ok((await ws[0]!.wait) !== undefined);
-    assert.ok((await ws[1]!.wait) !== undefined);
+    await grant(ws[0]!);
+    await grant(ws[1]!);
     assert.equal((await settled(ws[2]!.wait)).done, false);
     assert.deepEqual(events, ["requests:1", "pending:1", "pending:0"], "3 of 3 in flight is still full");
 

@@ -61,7 +61,11 @@ function picked(lb: LoadBalancer, picks = 30): Set<string> {
 }
 
 describe("outlierConfig", () => {
-  const cases: { name: string; spec: MessageInitShape<typeof OutlierDetectionSchema> | undefined; want: OutlierConfig }[] = [
+  const cases: {
+    name: string;
+    spec: MessageInitShape<typeof OutlierDetectionSchema> | undefined;
+    want: OutlierConfig;
+  }[] = [
     { name: "no block: the pinned defaults", spec: undefined, want: DEFAULT_OUTLIER_CONFIG },
     {
       name: "an empty block: the pinned defaults",
@@ -181,7 +185,11 @@ describe("OutlierDetector", () => {
   });
 
   it("lengthens each ejection by the base time (twice, three times…) up to the cap", () => {
-    const { clock, lb, detector } = setup(3, { baseEjectionMs: 1_000, maxEjectionMs: 2_500, intervalMs: 60_000 });
+    const { clock, lb, detector } = setup(3, {
+      baseEjectionMs: 1_000,
+      maxEjectionMs: 2_500,
+      intervalMs: 60_000,
+    });
     const e = at(lb, 0);
     const lengths: number[] = [];
     for (let i = 0; i < 4; i++) {
@@ -208,7 +216,11 @@ describe("OutlierDetector", () => {
   });
 
   it("forgets one ejection per full interval spent un-ejected", () => {
-    const { clock, lb, detector } = setup(3, { baseEjectionMs: 1_000, maxEjectionMs: 100_000, intervalMs: 10_000 });
+    const { clock, lb, detector } = setup(3, {
+      baseEjectionMs: 1_000,
+      maxEjectionMs: 100_000,
+      intervalMs: 10_000,
+    });
     const e = at(lb, 0);
     const eject = () => {
       assert.deepEqual(reportMany(detector, e, "gateway-error", 5, lb.endpoints), [5]);
@@ -304,9 +316,11 @@ describe("OutlierDetector", () => {
     assert.ok(!picked(lb2).has(first.key));
     const second2 = at(lb2, 1);
     assert.notEqual(second2, second);
-    // A request picked from the old snapshot fails, then one from the new snapshot: 5 in a row.
-    assert.equal(detector.report(second, "gateway-error", lb2.endpoints), false);
-    assert.equal(detector.report(second2, "gateway-error", lb2.endpoints), true);
+    // One request picked from the new snapshot fails, then one still in flight from the old
+    // snapshot: 5 in a row, and the old state's report ejects the endpoint of the new snapshot.
+    assert.equal(detector.report(second2, "gateway-error", lb2.endpoints), false);
+    assert.equal(detector.report(second, "gateway-error", lb2.endpoints), true);
+    assert.ok(second2.ejectedUntil > 0);
     assert.ok(!picked(lb2).has(second.key));
     assert.ok(!picked(lb).has(second.key), "the older balancer sees the ejection too");
   });
@@ -325,7 +339,10 @@ describe("OutlierDetector", () => {
 
   it("panic: with 2 of 3 ejected, a balancer with minHealthPercent 50 picks all three", () => {
     const config = outlierConfig(undefined);
-    const { deps, lb, detector, endpoints } = setup(3, config, { ...RR, minHealthPercent: config.minHealthPercent });
+    const { deps, lb, detector, endpoints } = setup(3, config, {
+      ...RR,
+      minHealthPercent: config.minHealthPercent,
+    });
     reportMany(detector, at(lb, 0), "gateway-error", 5, lb.endpoints);
     reportMany(detector, at(lb, 1), "gateway-error", 5, lb.endpoints);
     assert.equal(detector.ejectedCount(lb.endpoints), 2);
@@ -359,7 +376,11 @@ describe("OutlierDetector", () => {
     const { clock, deps } = testDeps();
     const lb = createBalancer(
       RR,
-      [endpoint(1, { health: HealthStatus.DRAINING }), endpoint(2, { health: HealthStatus.UNHEALTHY }), endpoint(3)],
+      [
+        endpoint(1, { health: HealthStatus.DRAINING }),
+        endpoint(2, { health: HealthStatus.UNHEALTHY }),
+        endpoint(3),
+      ],
       deps,
     );
     const detector = new OutlierDetector({ ...DEFAULT_OUTLIER_CONFIG, maxEjectionPercent: 100 }, deps.now);
