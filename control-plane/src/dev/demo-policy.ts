@@ -9,7 +9,10 @@
  *  - TrafficPolicy `defaults` (namespace-wide): the default outlier detection (5 consecutive gateway
  *    errors eject an endpoint; at most 50% of a service's endpoints at once), with a 3 s first
  *    ejection instead of 30 s, so an ejection ends (and a second, twice as long, follows) within a
- *    demo.
+ *    demo; and round robin instead of the default latency-aware least-request balancer. That one
+ *    counts a failure as a slow answer and soon stops picking a failing replica at all — good in
+ *    production, but then no run of consecutive errors ever builds up and the demo could not show
+ *    outlier ejection. Round robin keeps giving the failing replica its share until it is ejected.
  *  - HTTPRoute `inventory`: a 500 ms timeout — orders waits that long for inventory at most, then
  *    gets DEADLINE_EXCEEDED (`upstream_timeout`) from its sidecar.
  *  - RateLimitPolicy `web`: a local limit at web's inbound sidecar of 1.5 times the load's rate,
@@ -56,6 +59,9 @@ spec:
   # The default outlier detection (${EJECTION_THRESHOLD} consecutive gateway errors eject an endpoint, at most
   # 50% of a service's endpoints at once), with a ${BASE_EJECTION_S}s first ejection instead of 30s.
   outlierDetection: { baseEjectionTime: ${BASE_EJECTION_S}s }
+  # Round robin gives a failing replica its share until it is ejected; the default (LEAST_REQUEST,
+  # latency-aware) would mostly steer around it by itself, leaving outlier detection little to do.
+  loadBalancer: { policy: ROUND_ROBIN }
 ---
 apiVersion: trellis.dev/v1
 kind: HTTPRoute

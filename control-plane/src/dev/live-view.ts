@@ -169,7 +169,9 @@ function header(info: StartInfo): string[] {
   const lines = ["trellis dev: a mesh on this machine", ""];
   for (const p of info.processes) {
     const ports = Object.entries(p.ports)
-      .map(([k, v]) => `${k} ${v}`)
+      .map(
+        ([k, v]) => `${k} ${p.address !== undefined && p.address !== "127.0.0.1" ? `${p.address}:` : ""}${v}`,
+      )
       .join(", ");
     lines.push(`  ${p.name.padEnd(18)} pid ${String(p.pid).padEnd(8)} ${ports}`);
   }

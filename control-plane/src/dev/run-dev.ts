@@ -134,7 +134,7 @@ export async function runDev(opts: DevOptions, io: DevIo): Promise<number> {
   let runner: ScenarioRunner | undefined;
   let reporter: NodeJS.Timeout | undefined;
   const plan = opts.scenarios ? planScenarios(opts.durationMs) : [];
-  const window = (from: number, to: number) =>
+  const windows = (from: number, to: number) =>
     DEMO_SERVICES.map((s) => (stats.get(s) as ServiceStats).window(from, to));
   try {
     // 2.
@@ -180,7 +180,7 @@ export async function runDev(opts: DevOptions, io: DevIo): Promise<number> {
           levers: levers(mesh, opts.rate),
           sources: () => mesh.metricsSources(),
           loadStart,
-          callers: window,
+          callers: windows,
           onEvent: (e) => view.scenario(e),
           onError: (m) => io.err(`trellis dev: ${m}`),
         });
@@ -193,7 +193,7 @@ export async function runDev(opts: DevOptions, io: DevIo): Promise<number> {
         view.report({
           elapsedS: (Date.now() - loadStart) / 1000,
           windowS: (to - from) / 1000,
-          services: window(from, to),
+          services: windows(from, to),
         });
       }, opts.intervalMs);
       const ended: Promise<Summary["reason"]>[] = [

@@ -1,13 +1,14 @@
 /**
  * Plays the scenarios (scenarios.ts) on the running demo and keeps what came of each.
  *
- * Per scenario, in timeline order:
- *  1. Wait for its start offset. One delayed by the previous scenario starts late rather than not
- *     at all, and keeps its length; the offsets reported are the real ones.
- *  2. Read every sidecar's /metrics (the baseline), announce the start, begin it.
- *  3. Wait for its end, undo it (the instance behaves again, the burst's load stops).
- *  4. Wait SETTLE_MS more, so what was in flight at the end — a call cut at the route timeout, a
- *     retry in backoff — is counted with it; read /metrics again.
+ * Per scenario, in timeline order (every time is the plan's, from the start of the load, so a
+ * slow reading on a busy machine delays nothing after it):
+ *  1. READ_LEAD_MS before its start, read every sidecar's /metrics (the baseline).
+ *  2. At its start (or when that reading is done, if later), announce it and begin it.
+ *  3. At its end, undo it (the instance behaves again, the burst's load stops).
+ *  4. Wait SETTLE_MS more — less if the next scenario's reading is due sooner —, so what was in
+ *     flight at the end (a call cut at the route timeout, a retry in backoff) is counted with it;
+ *     read /metrics again.
  *  5. The sidecars' counts are the difference of the two readings; the callers' view is each
  *     service's calls completed between the start and that second reading, and the load
  *     generators' answers by status meanwhile. Announce the end with both.
@@ -22,6 +23,8 @@ import type { WindowStats } from "./service-stats.js";
 
 /** Time after a scenario's end that still counts toward it, ms (step 4). */
 export const SETTLE_MS = 1_000;
+/** How long before a scenario's start its baseline is read, ms (step 1; a reading takes ~10 ms). */
+export const READ_LEAD_MS = 250;
 
 /** What one scenario did, for the summary. Times in seconds from the start of the load. */
 export interface ScenarioResult {
@@ -127,14 +130,15 @@ export class ScenarioRunner {
   private async play(): Promise<void> {
     const { plan, loadStart } = this.opts;
     const settleMs = this.opts.settleMs ?? SETTLE_MS;
-    for (const planned of plan) {
+    for (const [i, planned] of plan.entries()) {
       // 1.
-      if (!(await this.until(loadStart + planned.startMs))) return;
-      // 2.
+      if (!(await this.until(loadStart + planned.startMs - READ_LEAD_MS))) return;
       const before = await readMesh(this.opts.sources());
-      if (this.abort.signal.aborted) return;
+      // 2.
+      if (!(await this.until(loadStart + planned.startMs))) return;
       const def = planned.def;
-      const lengthMs = planned.endMs - planned.startMs;
+      // What is left of its planned length, should the reading have run late.
+      const lengthMs = Math.max(0, loadStart + planned.endMs - Date.now());
       const p: Played = {
         planned,
         description: def.announce(lengthMs / 1000, this.opts.levers.rate),
@@ -159,13 +163,20 @@ export class ScenarioRunner {
       try {
         undo = def.begin(this.opts.levers, { burst: (status, headers) => tally(p.burst, status, headers) });
         // 3.
-        p.completed = await this.until(p.startAt + lengthMs);
+        p.completed = await this.until(loadStart + planned.endMs);
       } finally {
         p.endAt = Date.now();
         await undo?.();
       }
       // 4.
-      if (p.completed) await this.pause(settleMs);
+      const next = plan[i + 1];
+      if (p.completed)
+        await this.until(
+          Math.min(
+            p.endAt + settleMs,
+            next === undefined ? Infinity : loadStart + next.startMs - READ_LEAD_MS,
+          ),
+        );
       const after = await readMesh(this.opts.sources());
       p.countedUntil = Date.now();
       this.active = undefined;

@@ -132,7 +132,13 @@ const slowDependency: ScenarioDefinition = {
   report: (o) =>
     `inventory is fast again; the sidecars counted ${o.counts.upstreamTimeouts} upstream_timeout; ` +
     `orders' calls to inventory: ${okText(o.watched)}, p99 ${msText(o.watched.p99Ms)} ` +
-    `(inventory took ${SLOW_DELAY_MS / 1000}s)`,
+    `instead of inventory's ${SLOW_DELAY_MS / 1000}s` +
+    // Timeouts are gateway errors: each orders sidecar ejects inventory's only endpoint, which the
+    // balancer then keeps using (panic mode: fewer than minHealthPercent usable). Said, not hidden.
+    (o.counts.ejections > 0
+      ? `; outlier detection ejected ${plural(o.counts.ejections, "endpoint")} meanwhile (inventory's only ` +
+        "one stays in use: panic mode)"
+      : ""),
 };
 
 const rateLimitBurst: ScenarioDefinition = {
@@ -156,7 +162,7 @@ const rateLimitBurst: ScenarioDefinition = {
     const withHeaders = got.reduce((n, t) => n + t.rateLimitHeaders, 0);
     const n200 = got.reduce((n, t) => n + (t.statuses["200"] ?? 0), 0);
     return (
-      `burst over; the sidecars counted ${o.counts.rateLimited} rate_limited; the callers got ${n429} × 429 ` +
+      `the burst stopped; the sidecars counted ${o.counts.rateLimited} rate_limited; the callers got ${n429} × 429 ` +
       `(${withHeaders} with RateLimit-* and Retry-After) and ${n200} × 200`
     );
   },
