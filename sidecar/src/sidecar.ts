@@ -293,7 +293,12 @@ export class Sidecar {
       },
       onResources: (u) => {
         const rejected = this.builder.apply(u.typeUrl, u.resources, u.removed, u.notFound);
+        const before = this.runtime;
         this.runtime = this.builder.build();
+        // Gauges of clusters that left the config are dropped, not exported at their last value.
+        if (before !== undefined)
+          for (const name of before.clusters.keys())
+            if (!this.runtime.clusters.has(name)) this.metrics.forgetCluster(name);
         if (this.runtime.inbound !== undefined) this.wakeInbound(true);
         this.metrics.configUpdates.labels(typeName(u.typeUrl), rejected.length > 0 ? "nack" : "ack").inc();
         if (rejected.length > 0) this.log.warn({ type: u.typeUrl, rejected }, "rejected config");

@@ -9,7 +9,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { median } from "./measure.js";
 import type { ProfileWindow } from "./profiling.js";
-import { type BenchResults, POLICY_CPU_GOAL_RATIO, type SummaryRow } from "./results.js";
+import { type BenchResults, DISTURBED_PCT, POLICY_CPU_GOAL_RATIO, type SummaryRow } from "./results.js";
 
 const f0 = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "–");
 const f1 = (n: number): string => (Number.isFinite(n) ? n.toFixed(1) : "–");
@@ -99,14 +99,44 @@ function policyTable(res: BenchResults): string {
   const costs = res.policyCosts ?? [];
   if (costs.length === 0) return '_This run had no "+ policies" variants._';
   const lines = [
-    `| path | proxy CPU µs/req with / without (all hops) | with ÷ without (goal ≤ ${POLICY_CPU_GOAL_RATIO.toFixed(2)}) | per round | req/s with / without | paced rate (req/s) | p50 with / without (ms) | p99 with / without (ms) | proxy CPU µs/req at that rate with / without |`,
-    "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    `| path | proxy CPU µs/req with / without (all hops, medians) | with ÷ without, median of the pairs (goal ≤ ${POLICY_CPU_GOAL_RATIO.toFixed(2)}) | quartiles of the pairs' ratios | the same corrected for machine speed (÷ the app's with ÷ without): median (quartiles) | req/s with ÷ without | paced rate (req/s) | p50 with / without (ms) | p99 with / without (ms) | proxy CPU µs/req at that rate with / without |`,
+    "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
   ];
   for (const c of costs) {
     const l = c.latency;
     lines.push(
-      `| ${c.hops} hop${c.hops > 1 ? "s" : ""} (${c.variant} ÷ ${c.withoutPolicies}) | ${f1(c.cpuUsPerRequest.with)} / ${f1(c.cpuUsPerRequest.without)} | **${c.cpuUsPerRequest.ratio.toFixed(3)}** | ${c.cpuRatioPerRound.map((x) => x.toFixed(3)).join(", ")} | ${f0(c.rps.with)} / ${f0(c.rps.without)} (×${c.rps.ratio.toFixed(2)}) | ${l === undefined ? "–" : f0(l.rate)} | ${l === undefined ? "–" : `${ms(l.p50Us.with)} / ${ms(l.p50Us.without)}`} | ${l === undefined ? "–" : `${ms(l.p99Us.with)} / ${ms(l.p99Us.without)}`} | ${l === undefined ? "–" : `${f1(l.cpuUsPerRequest.with)} / ${f1(l.cpuUsPerRequest.without)} (×${l.cpuUsPerRequest.ratio.toFixed(2)})`} |`,
+      `| ${c.hops} hop${c.hops > 1 ? "s" : ""} (${c.variant} ÷ ${c.withoutPolicies}; ${c.pairs.length} ${c.source}) | ${f1(c.cpuUsPerRequest.with)} / ${f1(c.cpuUsPerRequest.without)} | **${c.cpuUsPerRequest.ratio.toFixed(3)}** | ${c.ratioQuartiles.map((x) => x.toFixed(3)).join(" – ")} | ${c.appNormalised.ratio.toFixed(3)} (${c.appNormalised.quartiles.map((x) => x.toFixed(3)).join(" – ")}) | ${c.rps.ratio.toFixed(2)} | ${l === undefined ? "–" : f0(l.rate)} | ${l === undefined ? "–" : `${ms(l.p50Us.with)} / ${ms(l.p50Us.without)}`} | ${l === undefined ? "–" : `${ms(l.p99Us.with)} / ${ms(l.p99Us.without)}`} | ${l === undefined ? "–" : `${f1(l.cpuUsPerRequest.with)} / ${f1(l.cpuUsPerRequest.without)} (×${l.cpuUsPerRequest.ratio.toFixed(2)})`} |`,
     );
+  }
+  return lines.join("\n");
+}
+
+/** Where the with/without pairs of this file come from, as a sentence. */
+function policySource(res: BenchResults): string {
+  const c = (res.policyCosts ?? [])[0];
+  if (c === undefined) return "";
+  return c.source === "saturation rounds"
+    ? "The comparison below pairs the two runs of each of those rounds (this run had no separate pairs)."
+    : `The comparison below comes from ${c.pairs.length} separate **pairs** per path: short saturation runs (${res.settings.policyPairS} s each) with and without the policies back to back, in ABBA order.`;
+}
+
+/** Every pair: its ratio, both sides' proxy and app CPU, and the foreign load during each run. */
+function policyPairsTable(res: BenchResults): string {
+  const costs = res.policyCosts ?? [];
+  if (costs.length === 0) return "";
+  const n = Math.max(...costs.map((c) => c.pairs.length));
+  const lines = [
+    `| pair | ${costs.map((c) => `${c.hops} hop${c.hops > 1 ? "s" : ""}: ×ratio, corrected (proxy µs with / without; app µs with / without; foreign load % with / without)`).join(" | ")} |`,
+    `|--:|${costs.map(() => "---").join("|")}|`,
+  ];
+  for (let i = 0; i < n; i++) {
+    const cells = costs.map((c) => {
+      const p = c.pairs[i];
+      if (p === undefined) return "–";
+      const disturbed = Math.max(p.interferencePct.with, p.interferencePct.without) > DISTURBED_PCT;
+      return `×${p.cpuUsPerRequest.ratio.toFixed(3)}, corrected ×${p.appNormalisedRatio.toFixed(3)} (${f1(p.cpuUsPerRequest.with)} / ${f1(p.cpuUsPerRequest.without)}; ${f1(p.appCpuUsPerRequest.with)} / ${f1(p.appCpuUsPerRequest.without)}; ${disturbed ? "**" : ""}${f0(p.interferencePct.with)} / ${f0(p.interferencePct.without)}${disturbed ? "**" : ""})`;
+    });
+    lines.push(`| ${costs[0]?.pairs[i]?.pair ?? i + 1} | ${cells.join(" | ")} |`);
   }
   return lines.join("\n");
 }
@@ -230,7 +260,7 @@ Workload: HTTP/1.1 keep-alive \`GET /\` without a body, 100-byte response with C
 node:http app behind every variant. Saturation: wrk, ${s.connections} connections, ${s.threads} thread, ${s.saturationS} s per run,
 median of ${s.reps} runs interleaved across variants after a warm-up (${s.warmupS} s for the sidecar and bare-Node variants, at most 3 s for direct and nginx). Latency: our paced open-loop generator
 (\`tests/bench/open-loop.c\`) at half of each sidecar variant's median maximum, ${s.latencyS} s per run (first ${s.latencyWarmupS} s
-not recorded), latency from each request's scheduled send time; direct and nginx measured at the same rate in the same run.
+not recorded), latency from each request's scheduled send time; direct, nginx and the "+ policies" variant measured at the same rate in the same run.
 Placement: ${s.pinned ? `app and every proxy (sidecars, nginx, bare Node) pinned to CPU ${s.serverCpus}; wrk, the paced generator and the control plane to CPU ${s.clientCpus}` : "not pinned"}.
 
 ## Results
@@ -250,10 +280,19 @@ connections), explicit \`outlierDetection\` and \`retryBudget\`; RateLimitPolicy
 1,000,000/s. Route and traffic policies act at the caller's outbound side, the rate limit at the
 target's inbound side: one hop (client → inbound) measures the rate limit alone, two hops all of
 them. Connection limits, retry budget and outlier detection also run, with their defaults, on the
-paths without policies. Each "+ policies" variant runs right after its counterpart in every round,
-and is paced at its counterpart's rate.
+paths without policies. In the table above, each "+ policies" variant runs next to its
+counterpart in every round (after it in odd rounds, before it in even ones). ${policySource(res)}
+Each pair gives one ratio of proxy CPU per request, and the headline is their median: runs seconds
+apart see about the same machine, while runs minutes apart on this shared machine have differed by
+more than the effect measured. Even within a pair the machine's speed moves when it is shared: the
+app, which does the same work in both runs, shows by how much, so the ratio is also given divided
+by the app's own with ÷ without ("corrected"; it leans slightly towards 1, as the app's cost also
+follows the proxy's pace). The paced columns compare the two at the same rate (the counterpart's),
+medians of ${s.reps} runs each.
 
 ${policyTable(res)}
+
+${policyPairsTable(res)}
 
 CPU per request at saturation by process (medians; the app is the same program in every row, so
 its change shows what the proxies' smaller batches cost it):

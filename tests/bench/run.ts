@@ -7,7 +7,12 @@
  *     the sidecars (none rejected); read idle RSS.
  *  3. Warm up each variant (wrk, not recorded): the sidecars' JIT and pools need seconds.
  *  4. Saturation: `reps` rounds; each round runs every variant once (interleaved, so a disturbance
- *     on this shared machine spreads over variants instead of landing on one).
+ *     on this shared machine spreads over variants instead of landing on one). A "+ policies"
+ *     variant runs next to its counterpart, after it in odd rounds and before it in even ones, so
+ *     a trend (the web sidecar still settling, load drifting) does not favour either side.
+ *  4b. Policy pairs: `--policy-pairs` short saturation runs of each "+ policies" variant and its
+ *     counterpart back to back (ABBA order): the with ÷ without ratio is taken per pair, whose two
+ *     runs see about the same machine, and its median is the headline (results.ts PolicyCost).
  *  5. Latency: for each sidecar variant, rate = half its median saturated req/s; `reps` rounds of
  *     {direct, sidecar, sidecar + policies, nginx} at that rate with the paced open-loop generator
  *     (the "+ policies" variant at the rate of the one without, so the two compare).
@@ -35,6 +40,7 @@ import { renderMarkdown } from "./report.js";
 import {
   type BenchResults,
   checkTargets,
+  DISTURBED_PCT,
   type LatencyRun,
   policyCosts,
   type SaturationRun,
@@ -51,7 +57,7 @@ const USAGE = `usage: npm run bench [-- options]
 
 Measures direct, one sidecar, two sidecars (the mesh hop), the same two with every resilience
 policy on the route (tests/bench/policies.ts), nginx one and two hops, and a bare Node proxy
-(reference) in one run; writes tests/bench/results/latest.{json,md}. Defaults take about 6.5
+(reference) in one run; writes tests/bench/results/latest.{json,md}. Defaults take about 9
 minutes on 2 cores.
 
   --reps N               repetitions of every measurement (default 3; the median is reported)
@@ -60,6 +66,9 @@ minutes on 2 cores.
   --latency-warmup S     leading seconds of a paced run not recorded (default 1)
   --warmup S             seconds of unrecorded load per Node-proxy variant before measuring (direct
                          and nginx get at most 3), and before each profiling window (default 12)
+  --policy-pairs N       back-to-back pairs of saturation runs with and without the resilience
+                         policies, per path (default 10; 0 = compare the saturation rounds instead)
+  --policy-pair-duration S  seconds per run of such a pair (default 2)
   --connections N        connections of wrk and the paced generator (default 32)
   --threads N            wrk threads (default 1)
   --server-cpus LIST     CPUs for app, sidecars, nginx (default: the last CPU)
@@ -68,12 +77,15 @@ minutes on 2 cores.
   --profile-duration S   seconds per profiling window (default 4; 0 = no profiling)
   --out DIR              results directory (default tests/bench/results)
   --render               measure nothing: rewrite latest.md from latest.json (after editing
-                         tests/bench/analysis.md)
+                         tests/bench/analysis.md); the with/without-policies comparison and the
+                         targets are recomputed from the raw runs
   -h, --help`;
 
 interface Settings {
   reps: number;
   saturationS: number;
+  policyPairs: number;
+  policyPairS: number;
   latencyS: number;
   latencyWarmupS: number;
   warmupS: number;
@@ -104,6 +116,8 @@ function parseSettings(argv: string[]): Settings {
     options: {
       reps: { type: "string" },
       duration: { type: "string" },
+      "policy-pairs": { type: "string" },
+      "policy-pair-duration": { type: "string" },
       "latency-duration": { type: "string" },
       "latency-warmup": { type: "string" },
       warmup: { type: "string" },
@@ -128,6 +142,8 @@ function parseSettings(argv: string[]): Settings {
   const s: Settings = {
     reps: Math.round(positive("reps", values.reps, 3)),
     saturationS: positive("duration", values.duration, 5),
+    policyPairs: Math.round(positive("policy-pairs", values["policy-pairs"], 10, true)),
+    policyPairS: positive("policy-pair-duration", values["policy-pair-duration"], 2),
     latencyS: positive("latency-duration", values["latency-duration"], 4),
     latencyWarmupS: positive("latency-warmup", values["latency-warmup"], 1, true),
     warmupS: positive("warmup", values.warmup, 12, true),
@@ -237,7 +253,7 @@ function variantsOf(t: Topology): Variant[] {
       port: t.api.ports.inbound,
       host: t.meshHost,
     },
-    // Each "+ policies" variant runs right after the one without, in every round.
+    // Each "+ policies" variant follows the one without it: they run next to each other (roundOrder).
     {
       id: "sidecar-1hop-policies",
       label: "sidecar, 1 hop + policies (client → inbound sidecar → app; local rate limit)",
@@ -286,6 +302,30 @@ function variantsOf(t: Topology): Variant[] {
   ];
 }
 
+/**
+ * `items` in the order of round `rep`: as given in odd rounds; in even rounds an item whose
+ * `pairedWith` is the variant of the item just before it swaps places with that one (a
+ * "+ policies" variant and its counterpart: ABBA order over the rounds).
+ */
+function roundOrder<T>(
+  items: readonly T[],
+  rep: number,
+  idOf: (x: T) => VariantId,
+  pairedWith: (x: T) => VariantId | undefined,
+): T[] {
+  const out = [...items];
+  if (rep % 2 === 1) return out;
+  for (let i = 1; i < out.length; i++) {
+    const a = out[i - 1] as T;
+    const b = out[i] as T;
+    if (pairedWith(b) !== undefined && pairedWith(b) === idOf(a)) {
+      out[i - 1] = b;
+      out[i] = a;
+    }
+  }
+  return out;
+}
+
 function rolePids(t: Topology): Record<string, number> {
   return {
     app: t.app.proc.pid,
@@ -308,6 +348,13 @@ async function main(): Promise<void> {
   const s = parseSettings(process.argv.slice(2));
   if (s.render) {
     const res = JSON.parse(readFileSync(join(s.outDir, "latest.json"), "utf8")) as BenchResults;
+    // Derived from the raw runs: recomputed, so a file keeps rendering as the comparison evolves.
+    const pairs = res.policyPairs ?? [];
+    res.policyCosts =
+      pairs.length > 0
+        ? policyCosts(res.variants, pairs, res.latency, "policy pairs")
+        : policyCosts(res.variants, res.saturation, res.latency, "saturation rounds");
+    res.targets = checkTargets(res.summary, res.policyCosts);
     writeFileSync(join(s.outDir, "latest.md"), renderMarkdown(res, join(BENCH_SRC, "analysis.md")));
     log(`rewrote ${join(s.outDir, "latest.md")} from latest.json`);
     return;
@@ -334,6 +381,7 @@ async function main(): Promise<void> {
   }
   const notes: string[] = [];
   const saturation: SaturationRun[] = [];
+  const policyPairs: SaturationRun[] = [];
   const latency: LatencyRun[] = [];
   let profiles: ProfileWindow[] = [];
   const variants = variantsOf(t);
@@ -376,7 +424,12 @@ async function main(): Promise<void> {
     }
     // 4.
     for (let rep = 1; rep <= s.reps; rep++) {
-      for (const v of variants) {
+      for (const v of roundOrder(
+        variants,
+        rep,
+        (x) => x.id,
+        (x) => x.withoutPolicies,
+      )) {
         const watched = watchedOf(v);
         const { result: wrk, resources } = await measured(gate, watched, othersOf(watched), async () => {
           const r = await runWrk({ ...load, port: v.port, host: v.host, durationS: s.saturationS });
@@ -388,6 +441,27 @@ async function main(): Promise<void> {
           .join(", ");
         log(
           `saturation ${rep}/${s.reps} ${v.id}: ${Math.round(wrk.rps)} req/s; CPU µs/req app ${(resources.cpuUsPerRequest.app ?? NaN).toFixed(1)}${cpu ? `, ${cpu}` : ""}; interference ${resources.interferencePctOfCore.toFixed(0)} %`,
+        );
+      }
+    }
+    // 4b.
+    const withPolicies = variants.filter((v) => v.withoutPolicies !== undefined);
+    for (let pair = 1; pair <= s.policyPairs; pair++) {
+      for (const v of withPolicies) {
+        const b = variants.find((x) => x.id === v.withoutPolicies) as Variant;
+        for (const x of pair % 2 === 1 ? [b, v] : [v, b]) {
+          const watched = watchedOf(x);
+          const { result: wrk, resources } = await measured(gate, watched, othersOf(watched), async () => {
+            const r = await runWrk({ ...load, port: x.port, host: x.host, durationS: s.policyPairS });
+            return { completed: r.requests, result: r };
+          });
+          policyPairs.push({ variant: x.id, rep: pair, wrk, resources });
+        }
+        const [w, wo] = [v, b].map((x) => policyPairs.find((r) => r.variant === x.id && r.rep === pair));
+        const cpu = (x: Variant, r: SaturationRun | undefined) =>
+          x.proxies.reduce((sum, role) => sum + (r?.resources.cpuUsPerRequest[role] ?? NaN), 0);
+        log(
+          `policy pair ${pair}/${s.policyPairs} ${v.id} ÷ ${b.id}: proxy CPU µs/req ${cpu(v, w).toFixed(1)} / ${cpu(b, wo).toFixed(1)} = ×${(cpu(v, w) / cpu(b, wo)).toFixed(3)}; interference ${(w?.resources.interferencePctOfCore ?? NaN).toFixed(0)} / ${(wo?.resources.interferencePctOfCore ?? NaN).toFixed(0)} %`,
         );
       }
     }
@@ -406,7 +480,12 @@ async function main(): Promise<void> {
     const rateOf = (id: VariantId) =>
       median(saturation.filter((r) => r.variant === id).map((r) => r.wrk.rps)) / 2;
     for (let rep = 1; rep <= s.reps; rep++) {
-      for (const [meshed, id] of plan) {
+      for (const [meshed, id] of roundOrder(
+        plan,
+        rep,
+        ([, x]) => x,
+        ([, x]) => byId.get(x)?.withoutPolicies,
+      )) {
         const v = byId.get(id) as Variant;
         const rate = rateOf(meshed);
         const watched = watchedOf(v);
@@ -457,14 +536,17 @@ async function main(): Promise<void> {
   }
   // 7.
   for (const r of [...saturation, ...latency]) {
-    if (r.resources.interferencePctOfCore > 20) {
+    if (r.resources.interferencePctOfCore > DISTURBED_PCT) {
       notes.push(
         `${r.variant} run ${r.rep}: other processes used ${r.resources.interferencePctOfCore.toFixed(0)} % of a core during it.`,
       );
     }
   }
   const summary = summarise(variants, saturation, latency, rssIdleBefore, rssIdleAfter);
-  const costs = policyCosts(variants, saturation, latency);
+  const costs =
+    policyPairs.length > 0
+      ? policyCosts(variants, policyPairs, latency, "policy pairs")
+      : policyCosts(variants, saturation, latency, "saturation rounds");
   const finished = new Date();
   const results: BenchResults = {
     schema: 1,
@@ -491,6 +573,8 @@ async function main(): Promise<void> {
     settings: {
       reps: s.reps,
       saturationS: s.saturationS,
+      policyPairs: s.policyPairs,
+      policyPairS: s.policyPairS,
       latencyS: s.latencyS,
       latencyWarmupS: s.latencyWarmupS,
       warmupS: s.warmupS,
@@ -507,6 +591,7 @@ async function main(): Promise<void> {
     nodeFloorMiB: nodeFloor(),
     quietWaitTotalMs: gate.spent,
     saturation,
+    policyPairs,
     latency,
     summary,
     policyCosts: costs,
@@ -531,7 +616,7 @@ async function main(): Promise<void> {
   }
   for (const c of costs) {
     log(
-      `${c.variant} ÷ ${c.withoutPolicies}: proxy CPU/req ${c.cpuUsPerRequest.with.toFixed(1)} / ${c.cpuUsPerRequest.without.toFixed(1)} µs = ×${c.cpuUsPerRequest.ratio.toFixed(3)} (per round ${c.cpuRatioPerRound.map((x) => x.toFixed(3)).join(", ")}); req/s ×${c.rps.ratio.toFixed(3)}`,
+      `${c.variant} ÷ ${c.withoutPolicies}: proxy CPU/req ${c.cpuUsPerRequest.with.toFixed(1)} / ${c.cpuUsPerRequest.without.toFixed(1)} µs; median of ${c.pairs.length} ${c.source}' ratios ×${c.cpuUsPerRequest.ratio.toFixed(3)} (quartiles ${c.ratioQuartiles.map((x) => x.toFixed(3)).join("–")}), corrected for machine speed ×${c.appNormalised.ratio.toFixed(3)}; req/s ×${c.rps.ratio.toFixed(3)}`,
     );
   }
 }

@@ -137,6 +137,8 @@ export class OutboundExchange {
   private readonly method: string;
   private readonly hasBody: boolean;
   private bodyEnded = false;
+  /** onBodyData and onBodyEnd listen to the request (from the first attempt on). */
+  private bodyAttached = false;
   /** Body chunks kept for replay; undefined once the body outgrew maxBufferedBody. */
   private chunks: Buffer[] | undefined;
   private buffered = 0;
@@ -221,11 +223,15 @@ export class OutboundExchange {
       this.noEndpoint("no_healthy_upstream", `${t.cluster.name} has no usable endpoint`);
       return;
     }
-    if (this.hasBody) {
-      this.req.on("data", this.onBodyData);
-      this.req.once("end", this.onBodyEnd);
-    }
+    if (this.hasBody) this.attachBody();
     this.send(endpoint);
+  }
+
+  private attachBody(): void {
+    if (this.bodyAttached) return;
+    this.bodyAttached = true;
+    this.req.on("data", this.onBodyData);
+    this.req.once("end", this.onBodyEnd);
   }
 
   /** No endpoint can serve (none usable, limits full): the route's fallback, else a local reply. */
@@ -313,6 +319,10 @@ export class OutboundExchange {
     }
     this.mirror?.write(chunk);
     const s = this.stream;
+    // Answered before the body ended (a local reply, a per-try timeout, an early upstream answer):
+    // the rest is read and dropped. Pausing here, as between attempts, stalled the body after one
+    // more chunk — the mirror's copy never got its end and hung open until the mirror's timeout.
+    if (this.phase === Phase.Done) return;
     if (this.phase !== Phase.Attempting && this.phase !== Phase.Committed) {
       // Between attempts (backoff, queue): hold the body; what is buffered is replayed.
       this.req.pause();
@@ -698,6 +708,10 @@ export class OutboundExchange {
     this.permit = undefined;
     this.chunks = undefined;
     if (this.hasBody && this.req.isPaused()) this.req.resume(); // read and drop the rest
+    // Answered before the first attempt (overflow, no endpoint, timeout or caller gone while
+    // queued): nothing read the body yet, and the mirror's copy, sent with the headers, would wait
+    // for it until the mirror's timeout, then reach the mirror cut short. Read it now, for the copy.
+    if (this.hasBody && this.mirror !== undefined) this.attachBody();
     if (this.grpc && this.grpcStatus === undefined && reason !== "")
       this.grpcStatus = REASON_STATUS[reason as LocalReason]?.grpc;
     this.env.hooks.outbound(this.dst, status, reason, this.started, this.bytes, this.grpcStatus);
