@@ -66,11 +66,46 @@ export function requestHasBody(req: DownstreamRequest): boolean {
  * handled by whoever watches the response's `close`.
  */
 export function pipeBody(req: DownstreamRequest, dst: Writable): void {
-  req.pipe(dst);
+  // Ended by hand, not by pipe(): a caller that aborts mid-body (an HTTP/2 RST_STREAM without
+  // END_STREAM, an HTTP/1 connection closed early) must not have its partial body passed on as
+  // complete — Node's HTTP/2 compat request emits 'aborted' and then 'end' in that case.
+  req.pipe(dst, { end: false });
+  // Not `req.complete`: the HTTP/2 compat request reports an aborted request as complete.
+  let aborted = false;
+  let ended = false;
+  const onAborted = () => {
+    if (aborted || ended) return;
+    aborted = true;
+    req.unpipe(dst);
+    dst.destroy(new Error("the caller aborted the request before the end of its body"));
+  };
+  req.once("aborted", onAborted);
+  req.once("end", () => {
+    ended = true;
+    if (!aborted) dst.end();
+  });
   dst.once("close", () => {
-    if (req.complete) return;
+    if (ended || aborted) return;
     req.unpipe(dst);
     req.resume();
+  });
+}
+
+/**
+ * Calls `cancel` once when the caller gives up before its response was fully sent: an HTTP/2
+ * RST_STREAM ('aborted' on the request), or an HTTP/1 connection closed before the response ended.
+ * The upstream request is then cancelled rather than left running for nobody.
+ */
+export function onCallerGone(req: DownstreamRequest, res: DownstreamResponse, cancel: () => void): void {
+  let done = false;
+  const once = () => {
+    if (done) return;
+    done = true;
+    cancel();
+  };
+  req.once("aborted", once);
+  res.once("close", () => {
+    if (!res.writableFinished) once();
   });
 }
 
@@ -229,12 +264,9 @@ export class AppClient {
     res: DownstreamResponse,
   ): Promise<AppResult> {
     const ac = new AbortController();
-    const onClose = () => {
-      if (!res.headersSent || !resFinished) ac.abort();
-    };
     let resFinished = false;
-    req.once("close", () => {
-      if (!req.complete) onClose();
+    onCallerGone(req, res, () => {
+      if (!resFinished) ac.abort();
     });
     headers.host = authority;
     joinCookies(headers);
@@ -304,9 +336,7 @@ export class AppClient {
           resolve({ status: 0, failure: classifyUpstreamError(err, connected), responseBytes: 0 });
         else res.destroy();
       });
-      req.once("close", () => {
-        if (!req.complete) up.destroy();
-      });
+      onCallerGone(req, res, () => up.destroy());
       pipeBody(req, up);
     });
   }
@@ -361,8 +391,8 @@ export class AppClient {
           });
         else res.destroy();
       });
-      req.once("close", () => {
-        if (!req.complete && !stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+      onCallerGone(req, res, () => {
+        if (!stream.destroyed) stream.destroy();
       });
       pipeBody(req, stream);
     });

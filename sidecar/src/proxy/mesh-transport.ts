@@ -9,6 +9,17 @@
 import * as http2 from "node:http2";
 import { ErrorCode, TrellisError } from "@trellis/proto/errors";
 
+/**
+ * Cancels a request stream this process opened: RST_STREAM at once, without ending our side
+ * first. `close(code)` half-closes before it resets, so the peer reads END_STREAM and then the
+ * reset — a request body cut short would look complete to it (and to its app). After `destroy()`
+ * the peer sees an aborted request. (Node sends the reset with NO_ERROR here; what matters is
+ * that END_STREAM never went out.)
+ */
+export function cancelStream(stream: http2.ClientHttp2Stream): void {
+  if (!stream.destroyed) stream.destroy();
+}
+
 export interface PeerAddress {
   address: string;
   port: number;

@@ -8,11 +8,11 @@
  *  - it is cancelled after `timeoutMs` whatever happens, so copies cannot accumulate.
  * The copy's authority gets a `-shadow` suffix on its host, so the mirror's logs tell copies apart.
  */
-import * as http2 from "node:http2";
+import type * as http2 from "node:http2";
 import type { ClusterRuntime } from "../runtime/runtime-config.js";
 import type { HeaderMap } from "./headers.js";
 import { APP_PORT_HEADER } from "./inbound.js";
-import type { MeshTransport } from "./mesh-transport.js";
+import { cancelStream, type MeshTransport } from "./mesh-transport.js";
 
 /** Bytes a mirror may have queued before it is cancelled. */
 export const MIRROR_MAX_PENDING = 1024 * 1024;
@@ -56,7 +56,7 @@ export class MirrorCopy {
   cancel(): void {
     if (this.closed) return;
     this.closed = true;
-    if (!this.stream.closed) this.stream.close(http2.constants.NGHTTP2_CANCEL);
+    cancelStream(this.stream);
   }
 }
 

@@ -29,7 +29,7 @@
  *  6. The response streams to the caller; the request is recorded exactly once, however it ends.
  */
 import type * as http from "node:http";
-import * as http2 from "node:http2";
+import type * as http2 from "node:http2";
 import type { EndpointState } from "../balancer/endpoint-state.js";
 import type { RequestPermit } from "../resilience/connection-limits.js";
 import type { EndpointResult } from "../resilience/outlier-detector.js";
@@ -58,7 +58,7 @@ import { first, type HeaderMap } from "./headers.js";
 import type { OutboundRecord, ProxyHooks } from "./hooks.js";
 import { APP_PORT_HEADER } from "./inbound.js";
 import { type LocalReason, REASON_STATUS, sendLocalReply } from "./local-reply.js";
-import type { MeshTransport } from "./mesh-transport.js";
+import { cancelStream, type MeshTransport } from "./mesh-transport.js";
 import type { MirrorCopy } from "./mirror.js";
 import { splice } from "./splice.js";
 import { classifyUpstreamError } from "./upstream-error.js";
@@ -184,6 +184,9 @@ export class OutboundExchange {
     const c = this.t.cluster.resilience;
     c.budget.onRequest();
     this.res.once("close", this.onCallerClose);
+    // An HTTP/2 caller that resets its stream mid-body: 'aborted' comes before the body's 'end',
+    // which must then not be passed on as a complete body.
+    this.req.once("aborted", this.onCallerClose);
     const remaining = this.deadline - this.env.now();
     if (remaining !== Number.POSITIVE_INFINITY) {
       if (remaining <= 0) {
@@ -631,7 +634,7 @@ export class OutboundExchange {
       s.off("continue", this.onContinue);
       if (this.held !== undefined) this.detachHeld(s);
       s.on("error", ignore);
-      if (!s.closed) s.close(http2.constants.NGHTTP2_CANCEL);
+      cancelStream(s);
     }
     this.closeAttempt(false);
   }
@@ -672,7 +675,7 @@ export class OutboundExchange {
     const ms = Math.round(this.deadline - this.started);
     if (phase === Phase.Attempting) this.reportOutlier("gateway-error");
     if (phase === Phase.Committed) {
-      this.stream?.close(http2.constants.NGHTTP2_CANCEL);
+      if (this.stream !== undefined) cancelStream(this.stream);
       this.res.destroy();
       this.finish(0, "upstream_timeout", false);
       return;
@@ -686,7 +689,7 @@ export class OutboundExchange {
     if (this.phase === Phase.Done) return;
     if (this.phase === Phase.Committed) {
       // splice sees the closed response and reports; the upstream stream is cancelled with it.
-      if (this.stream !== undefined && !this.stream.closed) this.stream.close(http2.constants.NGHTTP2_CANCEL);
+      if (this.stream !== undefined) cancelStream(this.stream);
       return;
     }
     this.abandonAttempt();

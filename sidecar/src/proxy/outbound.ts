@@ -16,7 +16,7 @@
 
 import type * as http from "node:http";
 import { STATUS_CODES } from "node:http";
-import * as http2 from "node:http2";
+import type * as http2 from "node:http2";
 import { connect as netConnect, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { OutboundTrafficPolicy } from "@trellis/proto/gen/trellis/v1/traffic_policy_pb";
@@ -42,7 +42,7 @@ import { appendForwardedFor, ensureRequestId, first, forwardableResponseHeaders 
 import type { OutboundRecord, ProxyHooks } from "./hooks.js";
 import { APP_PORT_HEADER } from "./inbound.js";
 import { isGrpc, type LocalReason, REASON_STATUS, sendLocalReply } from "./local-reply.js";
-import type { MeshTransport } from "./mesh-transport.js";
+import { cancelStream, type MeshTransport } from "./mesh-transport.js";
 import { type MirrorCopy, startMirror } from "./mirror.js";
 import { type ExchangeEnv, OutboundExchange } from "./outbound-exchange.js";
 import { splice } from "./splice.js";
@@ -553,7 +553,7 @@ export class OutboundProxy {
           if (v !== undefined && /^[\x20-\x7e]*$/.test(v)) extra.push(`${name}: ${v}`);
         }
         refuseRaw(socket, status || 502, why ?? "upstream_reset", "the peer refused the WebSocket", extra);
-        stream.close(http2.constants.NGHTTP2_CANCEL);
+        cancelStream(stream);
         return;
       }
       status = 101;
@@ -576,9 +576,7 @@ export class OutboundProxy {
         refuseRaw(socket, REASON_STATUS[f.reason].http, f.reason, f.message);
       } else socket.destroy();
     });
-    socket.on("close", () => {
-      if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
-    });
+    socket.on("close", () => cancelStream(stream));
     stream.once("close", () => {
       socket.destroy();
       endpoint.onFinish(performance.now() - started, status === 101);

@@ -26,8 +26,10 @@ const CONNECT_CODES = new Set([
 
 /** Maps an error from a mesh stream, a session, or an app connection. */
 export function classifyUpstreamError(err: unknown, connected: boolean): UpstreamFailure {
-  const e = err as { code?: string; message?: string; rstCode?: number; cause?: unknown } | undefined;
-  let code = e?.code ?? "";
+  const e = err as { code?: unknown; message?: string; rstCode?: number; cause?: unknown } | undefined;
+  // Not every error's code is a string: a DOMException (an aborted fetch/undici request) has the
+  // number 20. Anything but a string code is no code — never a TypeError out of the data path.
+  let code = typeof e?.code === "string" ? e.code : "";
   // A stream opened on a session that never connected is cancelled with the session's error as
   // its cause (ECONNREFUSED, our connect timeout): that is a connect failure, not a reset — the
   // request never left this process, so it is always safe to retry.

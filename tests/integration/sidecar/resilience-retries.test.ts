@@ -4,6 +4,7 @@
 // (1). Each app keeps a ledger of what reached it, which is what the assertions count: a retried
 // POST that "executed once" is one ledger entry, not a claim of the proxy.
 import assert from "node:assert/strict";
+import * as http2 from "node:http2";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { ECHO_METHODS, startEchoServer, stopEchoServer } from "../../fixtures/sidecar/grpc-echo.js";
@@ -208,6 +209,38 @@ describe("sidecar resilience: retries, retry budget, timeouts", () => {
     clearLedgers(orders);
   });
 
+  it("a caller that resets its stream mid-upload: the app never gets the partial body as complete", async () => {
+    clearLedgers(orders);
+    const session = http2.connect(`http://127.0.0.1:${web.ports.outbound}`);
+    try {
+      const stream = session.request({
+        ":method": "PUT",
+        ":path": "/upload",
+        ":authority": ordersHost,
+        "content-type": "application/octet-stream",
+      });
+      stream.on("error", () => {});
+      stream.write(Buffer.alloc(4096, 1));
+      const entry = await waitFor(
+        // The app's own record (not a copy): it changes as the request ends.
+        () => orders.flatMap((a) => a.requests).find((r) => r.url === "/upload" && r.bodyBytes >= 4096),
+        { what: "the first 4 KiB at the app", timeoutMs: 5000, intervalMs: 10 },
+      );
+      // RST_STREAM without END_STREAM: the caller gives up mid-body.
+      stream.destroy();
+      await waitFor(() => entry.aborted || entry.complete, {
+        what: "the app's request to end one way or the other",
+        timeoutMs: 5000,
+        intervalMs: 10,
+      });
+      assert.equal(entry.complete, false, "the truncated body was not delivered as a complete one");
+      assert.equal(entry.aborted, true);
+      assert.equal(ledger(orders).length, 1, "not retried: the caller is gone");
+    } finally {
+      session.close();
+    }
+  });
+
   it("Retry-After: 1 on a 503 makes the second try start ≥ 1.0 s after the first; one past the deadline is not waited for", async () => {
     clearLedgers(orders);
     let first = true;
@@ -316,7 +349,7 @@ describe("sidecar resilience: retries, retry budget, timeouts", () => {
       const seen = srv.seen.hangs.at(-1);
       assert.ok(seen !== undefined && Number.isFinite(seen.deadline), "the app got a grpc-timeout");
       assert.ok(
-        (seen?.deadline ?? 0) <= sentAt + 400 + 50,
+        (seen?.deadline ?? 0) <= sentAt + 400 + 150,
         `the app's deadline ${(seen?.deadline ?? 0) - sentAt} ms after the call: the route's 400 ms went out`,
       );
       // A caller deadline shorter than the route timeout wins.
