@@ -94,7 +94,15 @@ describe("retriable: one retryOn token at a time", () => {
     {
       token: RetryOn.RETRY_ON_GATEWAY_ERROR,
       name: "gateway-error",
-      retries: ["connect-failure", "refused-stream", "reset", "per-try-timeout", "http 502", "http 503", "http 504"],
+      retries: [
+        "connect-failure",
+        "refused-stream",
+        "reset",
+        "per-try-timeout",
+        "http 502",
+        "http 503",
+        "http 504",
+      ],
     },
     {
       token: RetryOn.RETRY_ON_RETRIABLE_STATUS_CODES,
