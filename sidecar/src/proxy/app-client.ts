@@ -12,7 +12,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import { PassThrough, type Readable, type Writable } from "node:stream";
-import { Pool } from "undici";
+import { type Dispatcher, Pool } from "undici";
 import type { HeaderMap } from "./headers.js";
 import { forwardableHeaders, forwardableResponseDistinct, forwardableResponseHeaders } from "./headers.js";
 import { splice } from "./splice.js";
@@ -181,6 +181,94 @@ function joinCookies(headers: HeaderMap): void {
   if (Array.isArray(c)) headers.cookie = c.join("; ");
 }
 
+/**
+ * One HTTP/1.1 app exchange through undici's dispatch API: the response head and body go straight
+ * into the caller's response from undici's callbacks — no response Readable, promise chain or
+ * AbortController per request (the allocations that dominated the app hop's profile). Backpressure:
+ * undici is paused while the caller's response is full and resumed on its 'drain'.
+ */
+class AppResponseHandler implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | undefined;
+  private abortReason: Error | undefined;
+  private status = 0;
+  private bytes = 0;
+  private started = false;
+  private settled = false;
+
+  constructor(
+    private readonly res: DownstreamResponse,
+    private readonly resolve: (r: AppResult) => void,
+  ) {}
+
+  /** The caller went away: the app request is cancelled (now, or as soon as it starts). */
+  readonly callerGone = (): void => {
+    if (this.settled) return;
+    const reason = new Error("the caller went away");
+    if (this.controller !== undefined) this.controller.abort(reason);
+    else this.abortReason = reason;
+  };
+
+  private readonly onDrain = (): void => {
+    this.controller?.resume();
+  };
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.abortReason !== undefined) controller.abort(this.abortReason);
+  }
+
+  onResponseStart(
+    controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: IncomingHttpHeaders,
+  ): void {
+    this.status = statusCode;
+    try {
+      writeHead(this.res, statusCode, forwardableResponseHeaders(headers));
+    } catch (err) {
+      // A head the caller's protocol cannot carry: fails the exchange (502), never throws out.
+      controller.abort(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    this.started = true;
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.bytes += chunk.length;
+    if (!(this.res as http.ServerResponse).write(chunk)) {
+      controller.pause();
+      this.res.once("drain", this.onDrain);
+    }
+  }
+
+  onResponseEnd(_controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
+    if (trailers !== null && typeof trailers === "object") {
+      for (const _ in trailers) {
+        this.res.addTrailers(trailers as OutgoingHttpHeaders);
+        break;
+      }
+    }
+    this.res.end();
+    this.settle({ status: this.status, responseBytes: this.bytes });
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    if (!this.started) {
+      this.settle({ status: 0, failure: classifyUpstreamError(err, false), responseBytes: 0 });
+      return;
+    }
+    // The head went out: the caller sees the response cut short.
+    this.res.destroy();
+    this.settle({ status: this.status, responseBytes: this.bytes });
+  }
+
+  private settle(r: AppResult): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.resolve(r);
+  }
+}
+
 export interface AppResult {
   status: number;
   failure?: UpstreamFailure;
@@ -263,42 +351,22 @@ export class AppClient {
     req: DownstreamRequest,
     res: DownstreamResponse,
   ): Promise<AppResult> {
-    const ac = new AbortController();
-    let resFinished = false;
-    onCallerGone(req, res, () => {
-      if (!resFinished) ac.abort();
-    });
     headers.host = authority;
     joinCookies(headers);
     const hasBody = requestHasBody(req);
-    return this.pool(port)
-      .request({
-        method: method as "GET",
-        path,
-        headers,
-        body: hasBody ? detachedBody(req) : null,
-        signal: ac.signal,
-      })
-      .then(
-        (r) =>
-          new Promise<AppResult>((resolve) => {
-            const out = forwardableResponseHeaders(r.headers as IncomingHttpHeaders);
-            writeHead(res, r.statusCode, out);
-            let bytes = 0;
-            r.body.on("data", (c: Buffer) => {
-              bytes += c.length;
-            });
-            splice(r.body, res, (err) => {
-              resFinished = true;
-              if (err === undefined || err === null) {
-                const t = r.trailers;
-                if (t !== undefined && Object.keys(t).length > 0) res.addTrailers(t as OutgoingHttpHeaders);
-              }
-              resolve({ status: r.statusCode, responseBytes: bytes });
-            });
-          }),
-        (err: unknown) => ({ status: 0, failure: classifyUpstreamError(err, false), responseBytes: 0 }),
+    return new Promise<AppResult>((resolve) => {
+      const handler = new AppResponseHandler(res, resolve);
+      onCallerGone(req, res, handler.callerGone);
+      this.pool(port).dispatch(
+        {
+          method: method as "GET",
+          path,
+          headers,
+          body: hasBody ? detachedBody(req) : null,
+        },
+        handler,
       );
+    });
   }
 
   private forwardNodeHttp(

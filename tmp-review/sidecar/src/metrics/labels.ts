@@ -1,0 +1,64 @@
+/**
+ * Label vocabularies of the sidecar's metrics (INTERFACES.md "Metrics" and "On the wire"). Typed
+ * unions where INTERFACES.md fixes the values, so a typo is a compile error, not a new series.
+ */
+
+/** Which listener saw the traffic: inbound (mesh → app) or outbound (app → mesh). */
+export type Direction = "inbound" | "outbound";
+
+/** The labels that identify a traffic target, in exposition order (request and TCP metrics). */
+export const TARGET_LABEL_NAMES = [
+  "direction",
+  "source_service",
+  "source_namespace",
+  "destination_service",
+  "destination_namespace",
+] as const;
+
+/** The labels that split a request target's series by outcome, in exposition order. */
+export const OUTCOME_LABEL_NAMES = ["response_code", "grpc_status", "reason"] as const;
+
+/**
+ * Why the proxy answered itself (`x-trellis-error`, and `reason` on request metrics and
+ * `trellis_local_reply_total`). Order as in INTERFACES.md "On the wire".
+ */
+export const LOCAL_REPLY_REASONS = [
+  "bad_request",
+  "no_route",
+  "unauthenticated",
+  "unauthorized",
+  "mtls_required",
+  "rate_limited",
+  "upstream_connect_failure",
+  "upstream_reset",
+  "upstream_protocol_error",
+  "no_healthy_upstream",
+  "overflow",
+  "retry_budget_exhausted",
+  "ratelimit_unavailable",
+  "draining",
+  "upstream_timeout",
+  "fault_injected",
+  "fallback",
+] as const;
+
+/** One of LOCAL_REPLY_REASONS. */
+export type LocalReplyReason = (typeof LOCAL_REPLY_REASONS)[number];
+
+/** `scope` of `trellis_ratelimit_decisions_total`. */
+export type RateLimitScope = "local" | "global";
+
+/** `decision` of `trellis_ratelimit_decisions_total`. */
+export type RateLimitDecision =
+  | "allowed"
+  | "limited"
+  | "shadow_limited"
+  | "failure_allowed"
+  | "failure_denied"
+  | "fallback";
+
+/** `limit` of `trellis_connection_limit_saturated`: which connection limit is full. */
+export type ConnectionLimitKind = "connections" | "pending" | "requests" | "retries";
+
+/** `result` of `trellis_config_updates_total`: the resource was applied (ACK) or rejected (NACK). */
+export type ConfigUpdateResult = "ack" | "nack";
