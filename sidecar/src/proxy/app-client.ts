@@ -91,6 +91,13 @@ export function pipeBody(req: DownstreamRequest, dst: Writable): void {
   });
 }
 
+/** True when the caller is already gone (its connection or HTTP/2 stream closed). */
+export function callerGone(req: DownstreamRequest, res: DownstreamResponse): boolean {
+  const h2 = (res as http2.Http2ServerResponse).stream;
+  if (h2 !== undefined) return h2.destroyed || h2.closed;
+  return req.socket === null || req.socket.destroyed || (res as http.ServerResponse).writableEnded;
+}
+
 /**
  * Calls `cancel` once when the caller gives up before its response was fully sent: an HTTP/2
  * RST_STREAM ('aborted' on the request), or an HTTP/1 connection closed before the response ended.
@@ -257,8 +264,9 @@ class AppResponseHandler implements Dispatcher.DispatchHandler {
       this.settle({ status: 0, failure: classifyUpstreamError(err, false), responseBytes: 0 });
       return;
     }
-    // The head went out: the caller sees the response cut short.
-    this.res.destroy();
+    // The head went out: the caller sees the response cut short — with an error, so an HTTP/2
+    // caller gets RST_STREAM(INTERNAL_ERROR) rather than what reads as a clean end.
+    this.res.destroy(err);
     this.settle({ status: this.status, responseBytes: this.bytes });
   }
 
@@ -402,7 +410,7 @@ export class AppClient {
       up.on("error", (err) => {
         if (!res.headersSent)
           resolve({ status: 0, failure: classifyUpstreamError(err, connected), responseBytes: 0 });
-        else res.destroy();
+        else res.destroy(err);
       });
       onCallerGone(req, res, () => up.destroy());
       pipeBody(req, up);
@@ -454,10 +462,26 @@ export class AppClient {
         if (!responded)
           resolve({
             status: 0,
-            failure: classifyUpstreamError(err, session.connecting === false),
+            failure: classifyUpstreamError(err, stream.id !== undefined),
             responseBytes: 0,
           });
-        else res.destroy();
+        else res.destroy(err);
+      });
+      // An app that closes the stream before answering (RST_STREAM with CANCEL or NO_ERROR, or
+      // its connection gone): Node reports no 'error' for that, so the exchange would never end.
+      stream.once("close", () => {
+        if (responded) return;
+        const code = stream.rstCode ?? 0;
+        resolve({
+          status: 0,
+          failure: classifyUpstreamError(
+            Object.assign(new Error(`the app closed the stream (code ${code}) before answering`), {
+              code: code === http2.constants.NGHTTP2_REFUSED_STREAM ? "ERR_HTTP2_STREAM_ERROR" : "ECONNRESET",
+            }),
+            true,
+          ),
+          responseBytes: 0,
+        });
       });
       onCallerGone(req, res, () => {
         if (!stream.destroyed) stream.destroy();

@@ -15,6 +15,7 @@ import type { LocalRateLimiter, RateLimitQuota } from "../resilience/local-rate-
 import {
   type AppClient,
   type AppProtocol,
+  callerGone,
   type DownstreamRequest,
   type DownstreamResponse,
   forwardableRaw,
@@ -183,6 +184,11 @@ export class InboundProxy {
       res,
     );
     if (result.failure !== undefined) {
+      if (callerGone(req, res)) {
+        // The caller cancelled (and so did we, upstream): recorded, not blamed on the app.
+        hooks.inbound(rt, 0, "", started, 0);
+        return;
+      }
       const status = sendLocalReply(res, grpc, result.failure.reason, result.failure.message);
       hooks.inbound(
         rt,
@@ -207,14 +213,18 @@ export class InboundProxy {
     const named = first(headers[APP_PORT_HEADER]);
     const target =
       rt === undefined ? undefined : named !== undefined ? rt.ports.get(Number(named)) : rt.defaultPort;
+    // Every tunnel is recorded once, however it ends (refused, failed, or closed after its 101).
+    let recorded = false;
+    const record = (status: number, reason: string) => {
+      if (recorded) return;
+      recorded = true;
+      this.deps.hooks.inbound(rt, status, reason, started, 0);
+    };
     if (headers[":protocol"] !== "websocket" || target === undefined) {
-      stream.respond(
-        {
-          ":status": target === undefined ? 404 : 501,
-          "x-trellis-error": target === undefined ? "no_route" : "bad_request",
-        },
-        { endStream: true },
-      );
+      const status = target === undefined ? 404 : 501;
+      const reason = target === undefined ? "no_route" : "bad_request";
+      stream.respond({ ":status": status, "x-trellis-error": reason }, { endStream: true });
+      record(status, reason);
       return;
     }
     if (target.localLimit !== undefined) {
@@ -253,6 +263,7 @@ export class InboundProxy {
             { ":status": 502, "x-trellis-error": "upstream_protocol_error" },
             { endStream: true },
           );
+          record(502, "upstream_protocol_error");
         }
         return;
       }
@@ -268,8 +279,10 @@ export class InboundProxy {
       // Connection, Upgrade and the other hop-by-hop fields are the app hop's; duplicates kept.
       const out: http2.OutgoingHttpHeaders = forwardableResponseRaw(raw);
       if (status !== 101) {
-        stream.respond({ ...out, ":status": Number.isFinite(status) ? status : 502 }, { endStream: true });
+        const answered = Number.isFinite(status) ? status : 502;
+        stream.respond({ ...out, ":status": answered }, { endStream: true });
         upstream.destroy();
+        record(answered, Number.isFinite(status) ? "" : "upstream_protocol_error");
         return;
       }
       stream.respond({ ...out, ":status": 200 });
@@ -279,16 +292,22 @@ export class InboundProxy {
     };
     upstream.on("data", onData);
     const fail = () => {
-      if (!stream.headersSent)
-        stream.respond(
-          { ":status": 502, "x-trellis-error": "upstream_connect_failure" },
-          { endStream: true },
-        );
-      else stream.close(http2.constants.NGHTTP2_CONNECT_ERROR);
+      if (!stream.headersSent) {
+        if (!stream.destroyed)
+          stream.respond(
+            { ":status": 502, "x-trellis-error": "upstream_connect_failure" },
+            { endStream: true },
+          );
+        record(502, "upstream_connect_failure");
+      } else stream.close(http2.constants.NGHTTP2_CONNECT_ERROR);
     };
     upstream.on("error", fail);
     stream.on("error", () => upstream.destroy());
-    stream.on("close", () => upstream.destroy());
+    stream.on("close", () => {
+      upstream.destroy();
+      // The tunnel's whole life: 101 once it was established, else the caller left before.
+      record(stream.headersSent ? 101 : 0, "");
+    });
     upstream.on("close", () => {
       if (!stream.closed) stream.end();
     });

@@ -119,7 +119,8 @@ export function sendLocalReply(
   opts: LocalReplyOptions = {},
 ): number {
   if (res.headersSent) {
-    res.destroy();
+    // With an error: an HTTP/2 caller then gets RST_STREAM(INTERNAL_ERROR), not a clean end.
+    res.destroy(new Error(`${reason}: ${message}`));
     return 0;
   }
   const status = opts.status ?? REASON_STATUS[reason].http;

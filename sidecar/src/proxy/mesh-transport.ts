@@ -77,7 +77,14 @@ interface PooledSession {
   connected: boolean;
   /** Streams opened by us and not yet closed. */
   open: number;
+  /** Streams opened on this session so far. */
+  streams: number;
+  /** No new streams: closing once its streams finish (stream ids nearly spent). */
+  retired: boolean;
 }
+
+/** Streams after which a session is retired (client stream ids end at 2^31 − 1, odd only). */
+const MAX_STREAMS_PER_SESSION = 1_000_000_000;
 
 export class H2cTransport implements MeshTransport {
   private readonly pools = new Map<string, PooledSession[]>();
@@ -99,6 +106,12 @@ export class H2cTransport implements MeshTransport {
   ): http2.ClientHttp2Stream | undefined {
     const pooled = this.session(peer, opts);
     if (pooled === undefined) return undefined;
+    // HTTP/2 stream ids run out after 2^30 client streams on one session; retire it well before
+    // (it finishes its streams and closes) so a long-lived peer connection never gets stuck.
+    if (++pooled.streams >= MAX_STREAMS_PER_SESSION) {
+      pooled.retired = true;
+      pooled.session.close();
+    }
     const stream = pooled.session.request(headers, { endStream });
     pooled.open++;
     stream.once("close", () => {
@@ -117,23 +130,27 @@ export class H2cTransport implements MeshTransport {
       this.pools.set(key, pool);
     }
     for (const p of pool) {
-      if (p.session.closed || p.session.destroyed) continue;
+      if (p.retired || p.session.closed || p.session.destroyed) continue;
       const limit = p.connected ? (p.session.remoteSettings.maxConcurrentStreams ?? 100) : 100;
       if (p.open < limit) return p;
     }
-    if (pool.length >= this.maxSessions) return pool[0] as PooledSession;
+    const live = (p: PooledSession) => !p.retired && !p.session.closed && !p.session.destroyed;
+    if (pool.length >= this.maxSessions) {
+      const shared = pool.find(live);
+      if (shared !== undefined) return shared;
+    }
     // Over the cluster's connection limit: share a live session (its peer queues the stream past
     // its concurrency limit) rather than open one; with none to share, the request overflows.
     const budget = opts?.connections;
     if (budget !== undefined && !budget.tryOpenConnection()) {
-      return pool.find((p) => !p.session.closed && !p.session.destroyed);
+      return pool.find(live);
     }
     const connectTimeoutMs = opts?.connectTimeoutMs ?? this.connectTimeoutMs;
     const session = http2.connect(`http://${key}`, {
       settings: { enablePush: false },
       peerMaxConcurrentStreams: 1000,
     });
-    const pooled: PooledSession = { session, connected: false, open: 0 };
+    const pooled: PooledSession = { session, connected: false, open: 0, streams: 0, retired: false };
     pool.push(pooled);
     const drop = () => {
       const list = this.pools.get(key);

@@ -29,7 +29,7 @@
  *  6. The response streams to the caller; the request is recorded exactly once, however it ends.
  */
 import type * as http from "node:http";
-import type * as http2 from "node:http2";
+import * as http2 from "node:http2";
 import type { EndpointState } from "../balancer/endpoint-state.js";
 import type { RequestPermit } from "../resilience/connection-limits.js";
 import type { EndpointResult } from "../resilience/outlier-detector.js";
@@ -47,6 +47,7 @@ import { applyResponseEdits } from "../routing/header-edits.js";
 import type { CompiledRule, RouteTable } from "../routing/route-table.js";
 import type { ClusterRuntime } from "../runtime/runtime-config.js";
 import {
+  callerGone,
   type DownstreamRequest,
   type DownstreamResponse,
   endsStream,
@@ -114,6 +115,24 @@ export function parseGrpcTimeout(value: string | undefined): number | undefined 
 }
 
 const NO_PICK = {};
+
+/** Longest wait a retry may take (a Retry-After beyond it is not waited for), ms. */
+export const MAX_RETRY_AFTER_MS = 300_000;
+
+/**
+ * A `grpc-timeout` value for `ms` (rounded up, at least 1 ms): the finest unit whose value fits the
+ * 8 digits gRPC allows (milliseconds up to ~27.8 hours, then seconds, minutes, hours).
+ */
+export function formatGrpcTimeout(ms: number): string {
+  const v = Math.max(1, Math.ceil(ms));
+  if (v < 100_000_000) return `${v}m`;
+  const s = Math.ceil(v / 1000);
+  if (s < 100_000_000) return `${s}S`;
+  const m = Math.ceil(s / 60);
+  if (m < 100_000_000) return `${m}M`;
+  return `${Math.min(99_999_999, Math.ceil(m / 60))}H`;
+}
+
 const EMPTY_SET: ReadonlySet<string> = new Set();
 
 export class OutboundExchange {
@@ -143,6 +162,10 @@ export class OutboundExchange {
   private chunks: Buffer[] | undefined;
   private buffered = 0;
   private waitingDrain = false;
+  /** A 100 Continue went to the caller. */
+  private continued = false;
+  /** The caller went away: what follows is recorded without blaming the upstream. */
+  private gone = false;
   private grpcStatus: number | undefined;
   private bytes = 0;
   /** A gRPC 200 held back until its first body byte or trailers (see step 5). */
@@ -175,12 +198,21 @@ export class OutboundExchange {
       if (g !== undefined && g < budgetMs) budgetMs = g;
       delete headers["grpc-timeout"];
     }
-    this.deadline = started + budgetMs;
+    // From the exchange's start: a fault delay or the on-demand subscription wait before it is not
+    // part of the route timeout (the order is fault → … → timeout → retry).
+    this.deadline = env.now() + budgetMs;
     if (hasBody && t.rule.policy.retry.maxBufferedBody > 0) this.chunks = [];
   }
 
   /** Step 1: admission. */
   start(): void {
+    if (callerGone(this.req, this.res)) {
+      // Gone during a wait before the exchange (subscription, fault delay): nothing to send.
+      this.mirror?.cancel();
+      this.phase = Phase.Done;
+      this.env.hooks.outbound(this.dst, 0, "", this.started, 0, undefined);
+      return;
+    }
     const c = this.t.cluster.resilience;
     c.budget.onRequest();
     this.res.once("close", this.onCallerClose);
@@ -274,7 +306,7 @@ export class OutboundExchange {
     };
     const now = this.env.now();
     if (this.grpc && this.deadline !== Number.POSITIVE_INFINITY)
-      h["grpc-timeout"] = `${Math.max(1, Math.ceil(this.deadline - now))}m`;
+      h["grpc-timeout"] = formatGrpcTimeout(this.deadline - now);
     const endStream = !this.hasBody || (this.bodyEnded && this.chunks !== undefined && this.buffered === 0);
     const stream = this.env.transport.request(
       { address: data.address, port: data.port },
@@ -295,7 +327,9 @@ export class OutboundExchange {
     if (t.cluster.balancer.panicking) this.env.hooks.panic(t.cluster.name);
     stream.on("response", this.onResponse);
     stream.on("error", this.onStreamError);
-    if (this.attempt === 0) stream.on("continue", this.onContinue);
+    stream.once("close", this.onStreamClose);
+    // Until one 100 Continue went to the caller, every attempt may be the one that sends it.
+    if (!this.continued) stream.on("continue", this.onContinue);
     const perTry = t.rule.policy.retry.perTryTimeoutMs;
     if (perTry !== undefined) this.tryTimer = setTimeout(this.onTryTimeout, perTry);
     if (!this.hasBody || endStream) return;
@@ -306,6 +340,8 @@ export class OutboundExchange {
   }
 
   private readonly onContinue = (): void => {
+    if (this.continued) return;
+    this.continued = true;
     (this.res as http.ServerResponse).writeContinue?.();
   };
 
@@ -385,10 +421,11 @@ export class OutboundExchange {
       this.attempt < this.t.rule.policy.retry.attempts
     ) {
       // Step 5: the status may come in the trailers; nothing goes to the caller before it is known.
+      // The response has started: the per-try timeout (which bounds the wait for headers) is over.
+      this.clearTryTimer();
       this.held = { status, raw };
       stream.on("data", this.onHeldData);
       stream.once("trailers", this.onHeldTrailers);
-      stream.once("end", this.onHeldEnd);
       return;
     }
     if (this.grpc && grpcStatus !== undefined) this.grpcStatus = grpcStatus;
@@ -429,19 +466,10 @@ export class OutboundExchange {
     this.finish(held.status, "", true);
   };
 
-  private readonly onHeldEnd = (): void => {
-    const stream = this.stream;
-    const held = this.held;
-    if (stream === undefined || held === undefined) return;
-    this.detachHeld(stream);
-    this.commit(stream, held.status, held.raw, true, undefined);
-  };
-
   private detachHeld(stream: http2.ClientHttp2Stream): void {
     this.held = undefined;
     stream.off("data", this.onHeldData);
     stream.off("trailers", this.onHeldTrailers);
-    stream.off("end", this.onHeldEnd);
   }
 
   /** Step 6: the response goes to the caller (`firstChunk`: a body byte already read, see step 5). */
@@ -454,6 +482,7 @@ export class OutboundExchange {
   ): void {
     this.phase = Phase.Committed;
     this.clearTryTimer();
+    stream.off("close", this.onStreamClose);
     const out = forwardableResponseRaw(raw);
     applyResponseEdits(out, this.t.rule.headerEdits);
     try {
@@ -478,7 +507,11 @@ export class OutboundExchange {
     }
     stream.on("data", this.countBytes);
     stream.on("trailers", this.onTrailers);
-    splice(stream, this.res, (err) => this.finish(status, err ? "upstream_reset" : "", !err && status < 500));
+    splice(stream, this.res, (err) => {
+      // A caller that went away is not the upstream's failure.
+      const failed = err !== undefined && !this.gone;
+      this.finish(status, failed ? "upstream_reset" : "", !failed && status < 500);
+    });
   }
 
   private readonly countBytes = (c: Buffer): void => {
@@ -498,13 +531,17 @@ export class OutboundExchange {
     const stream = this.stream;
     if (stream === undefined) return;
     if (this.phase === Phase.Committed) {
-      this.res.destroy();
-      this.reportOutlier("gateway-error");
-      this.finish(0, "upstream_reset", false);
+      // With an error, so an HTTP/2 caller gets RST_STREAM(INTERNAL_ERROR), not a clean end.
+      this.res.destroy(err);
+      if (!this.gone) this.reportOutlier("gateway-error");
+      this.finish(0, this.gone ? "" : "upstream_reset", this.gone);
       return;
     }
     if (this.phase !== Phase.Attempting) return;
-    const f = classifyUpstreamError(err, stream.session?.connecting === false);
+    // Not `stream.session?.connecting`: a destroyed stream has no session any more, which read as
+    // "never connected" and made a reset after the request went out a retriable connect failure
+    // (a POST executed twice). A stream with an id had its HEADERS submitted.
+    const f = classifyUpstreamError(err, stream.id !== undefined);
     const failure: AttemptFailure = f.connectFailure
       ? "connect-failure"
       : f.refusedStream
@@ -512,6 +549,37 @@ export class OutboundExchange {
         : "reset";
     this.reportOutlier("gateway-error");
     this.lastFailure = { reason: f.reason, message: f.message };
+    this.failed({ kind: "failure", failure });
+  };
+
+  /**
+   * The stream closed without an 'error': a peer that went away or reset with CANCEL / NO_ERROR
+   * before its answer (Node reports those as a plain end), or a held gRPC response that ended.
+   */
+  private readonly onStreamClose = (): void => {
+    const stream = this.stream;
+    if (stream === undefined || this.phase !== Phase.Attempting) return;
+    const held = this.held;
+    if (held !== undefined && stream.rstCode === http2.constants.NGHTTP2_NO_ERROR) {
+      // Headers, then a clean end without trailers or body: forwarded as it came.
+      this.detachHeld(stream);
+      this.commit(stream, held.status, held.raw, true, undefined);
+      return;
+    }
+    const failure: AttemptFailure =
+      stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM
+        ? "refused-stream"
+        : stream.id === undefined
+          ? "connect-failure"
+          : "reset";
+    this.reportOutlier("gateway-error");
+    this.lastFailure =
+      failure === "connect-failure"
+        ? { reason: "upstream_connect_failure", message: "the connection closed before the request was sent" }
+        : {
+            reason: "upstream_reset",
+            message: `the peer closed the stream (code ${stream.rstCode}) before answering`,
+          };
     this.failed({ kind: "failure", failure });
   };
 
@@ -559,6 +627,9 @@ export class OutboundExchange {
       if (delay !== undefined && now + delay >= this.deadline) return false;
     }
     delay ??= backoffMs(plan, this.attempt + 1, this.env.random);
+    // A retry that would start after the deadline only turns the upstream's answer into a 504;
+    // one asking to wait longer than MAX_RETRY_AFTER_MS holds the request's slots for nothing.
+    if (now + delay >= this.deadline || delay > MAX_RETRY_AFTER_MS) return false;
     const c = this.t.cluster;
     const retryPermit = c.resilience.limiter.admitRetry();
     if (retryPermit === undefined) return false;
@@ -632,6 +703,7 @@ export class OutboundExchange {
       s.off("response", this.onResponse);
       s.off("error", this.onStreamError);
       s.off("continue", this.onContinue);
+      s.off("close", this.onStreamClose);
       if (this.held !== undefined) this.detachHeld(s);
       s.on("error", ignore);
       cancelStream(s);
@@ -676,7 +748,7 @@ export class OutboundExchange {
     if (phase === Phase.Attempting) this.reportOutlier("gateway-error");
     if (phase === Phase.Committed) {
       if (this.stream !== undefined) cancelStream(this.stream);
-      this.res.destroy();
+      this.res.destroy(new Error(`no complete response within ${ms} ms`));
       this.finish(0, "upstream_timeout", false);
       return;
     }
@@ -687,6 +759,8 @@ export class OutboundExchange {
   /** The caller went away (HTTP/1 socket closed, HTTP/2 RST_STREAM): everything upstream is cancelled. */
   private readonly onCallerClose = (): void => {
     if (this.phase === Phase.Done) return;
+    this.gone = true;
+    this.mirror?.cancel();
     if (this.phase === Phase.Committed) {
       // splice sees the closed response and reports; the upstream stream is cancelled with it.
       if (this.stream !== undefined) cancelStream(this.stream);

@@ -46,11 +46,17 @@ export class ClusterResilienceRegistry {
       return next;
     }
     const onSaturation = this.deps.onSaturation;
+    // Requests of a dropped cluster still finish on its limiter; their transitions must not
+    // recreate the dropped cluster's gauges (or overwrite a re-added cluster's).
+    const report =
+      onSaturation === undefined
+        ? undefined
+        : (limit: ConnectionLimitKind, saturated: boolean) => {
+            if (this.byCluster.get(name)?.limiter === limiter) onSaturation(name, limit, saturated);
+          };
+    const limiter = new ConnectionLimiter(limits, report);
     const created: ClusterResilience = {
-      limiter: new ConnectionLimiter(
-        limits,
-        onSaturation === undefined ? undefined : (limit, saturated) => onSaturation(name, limit, saturated),
-      ),
+      limiter,
       budget: new RetryBudget(budget, this.deps.now),
       outlier: new OutlierDetector(outlier, this.deps.now),
       outlierConfig: outlier,

@@ -9,8 +9,9 @@ import * as net from "node:net";
 import { after, before, describe, it } from "node:test";
 import { type Chain, headerPairs, startChain, values, viaProxy } from "../../fixtures/sidecar/chain.js";
 import { OP_BINARY, OP_TEXT, openWebSocket, serveWebSocketEcho } from "../../fixtures/sidecar/websocket.js";
+import { metricSum, scrape } from "../../helpers/metrics.js";
 import { closeServer, listen } from "../../helpers/servers.js";
-import { withDeadline } from "../../helpers/wait.js";
+import { waitFor, withDeadline } from "../../helpers/wait.js";
 
 /** What the app recorded about one request. */
 interface Seen {
@@ -525,6 +526,15 @@ describe("sidecar chain: HTTP/1.1, h2c, 100-continue, streaming, WebSocket, CONN
       await ws.close();
       await fresh.stop();
     }
+    // The server sidecar records each tunnel once, as a 101, when it ends.
+    await waitFor(
+      async () =>
+        metricSum(await scrape(chain.server), "trellis_requests_total", {
+          direction: "inbound",
+          response_code: "101",
+        }) >= 1,
+      { what: "the WebSocket tunnel recorded at the server sidecar", timeoutMs: 5000, intervalMs: 50 },
+    );
   });
 
   it("CONNECT to a non-mesh TCP server is a raw pass-through tunnel: bytes echo", async () => {

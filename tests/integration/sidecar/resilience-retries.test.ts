@@ -4,6 +4,7 @@
 // (1). Each app keeps a ledger of what reached it, which is what the assertions count: a retried
 // POST that "executed once" is one ledger entry, not a claim of the proxy.
 import assert from "node:assert/strict";
+import * as http from "node:http";
 import * as http2 from "node:http2";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
@@ -239,6 +240,35 @@ describe("sidecar resilience: retries, retry budget, timeouts", () => {
     } finally {
       session.close();
     }
+  });
+
+  it("an app that crashes mid-response: the caller sees the response cut short, never complete", async () => {
+    clearLedgers(orders);
+    for (const a of orders) a.script = () => ({ cutAfterBytes: 10 });
+    const outcome = await new Promise<{ complete: boolean; bytes: number }>((resolve) => {
+      const req = http.get(
+        {
+          host: "127.0.0.1",
+          port: web.ports.outbound,
+          path: "/crash",
+          headers: { host: ordersHost },
+          agent: false,
+        },
+        (res) => {
+          let bytes = 0;
+          res.on("data", (c: Buffer) => {
+            bytes += c.length;
+          });
+          res.on("error", () => {});
+          res.on("close", () => resolve({ complete: res.complete, bytes }));
+        },
+      );
+      req.setTimeout(5000, () => req.destroy(new Error("no end within 5 s")));
+      req.on("error", () => resolve({ complete: false, bytes: -1 }));
+    });
+    assert.equal(outcome.complete, false, `a truncated body arrived as complete (${outcome.bytes} bytes)`);
+    assert.equal(outcome.bytes, 10, "what the app sent arrived, then the cut");
+    clearLedgers(orders);
   });
 
   it("Retry-After: 1 on a 503 makes the second try start ≥ 1.0 s after the first; one past the deadline is not waited for", async () => {

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { HTTPRouteRuleSchema, RetryOn } from "@trellis/proto/gen/trellis/v1/http_route_pb";
-import { parseGrpcTimeout } from "@trellis/sidecar/proxy/outbound-exchange";
+import { formatGrpcTimeout, parseGrpcTimeout } from "@trellis/sidecar/proxy/outbound-exchange";
 import { compileRoutePolicy, DEFAULT_REPLAY_BUFFER } from "@trellis/sidecar/resilience/route-policy";
 
 const ms = (n: number) => ({ seconds: BigInt(Math.floor(n / 1000)), nanos: (n % 1000) * 1_000_000 });
@@ -93,6 +93,29 @@ describe("parseGrpcTimeout", () => {
       const got = parseGrpcTimeout(input);
       if (expected === undefined || got === undefined) assert.equal(got, expected);
       else assert.ok(Math.abs(got - expected) < 1e-9, `${got}`);
+    });
+  }
+});
+
+describe("formatGrpcTimeout", () => {
+  const table: [number, string][] = [
+    [0, "1m"],
+    [0.2, "1m"],
+    [250, "250m"],
+    [99_999_999, "99999999m"],
+    [100_000_000, "100000S"],
+    [48 * 3_600_000, "172800S"],
+    [200_000_000_000, "3333334M"],
+    [1e13, "2777778H"],
+    [1e20, "99999999H"],
+  ];
+  for (const [ms, expected] of table) {
+    it(`${ms} ms → ${expected} (at most 8 digits, never shorter than asked)`, () => {
+      const got = formatGrpcTimeout(ms);
+      assert.equal(got, expected);
+      assert.ok(got.length <= 9);
+      const back = parseGrpcTimeout(got);
+      assert.ok(back !== undefined && (back >= ms || ms > 8.64e15));
     });
   }
 });
