@@ -171,7 +171,47 @@ export interface AdminCluster {
   name: string;
   /** LoadBalancerPolicy enum number (1 ROUND_ROBIN, 2 LEAST_REQUEST). */
   policy: number;
-  endpoints: { key: string; proxyId: string; outstanding: number; health: number }[];
+  panicking: boolean;
+  limits: { active: number; pending: number; activeRetries: number; connections: number };
+  retryBudget: { requests: number; retries: number; allowed: number };
+  endpoints: {
+    key: string;
+    proxyId: string;
+    outstanding: number;
+    health: number;
+    ejectedForMs: number;
+    timesEjected: number;
+    consecutiveGatewayErrors: number;
+  }[];
+}
+
+/**
+ * The cluster `name` as sidecar `sc` runs it: that exact name, or with a name ending in ":" (a
+ * prefix like `orders.shop:`) the first cluster it starts; undefined when it holds none.
+ */
+export async function clusterAt(
+  sc: Pick<SidecarProcess, "ports">,
+  name: string,
+): Promise<AdminCluster | undefined> {
+  const list = await adminJson<AdminCluster[]>(sc, "/clusters");
+  return list.find((c) => c.name === name || (name.endsWith(":") && c.name.startsWith(name)));
+}
+
+/** Waits (default 15 s) until `sc` holds cluster `name` (as for `clusterAt`) and `pred` holds for it. */
+export function waitForCluster(
+  sc: Pick<SidecarProcess, "ports">,
+  name: string,
+  pred: (c: AdminCluster) => boolean,
+  what: string,
+  timeoutMs = 15_000,
+): Promise<AdminCluster> {
+  return waitFor(
+    async () => {
+      const c = await clusterAt(sc, name);
+      return c !== undefined && pred(c) ? c : undefined;
+    },
+    { what, timeoutMs, intervalMs: 50 },
+  );
 }
 
 /** A TCP gate in front of the control plane; see `startControlPlaneGate`. */

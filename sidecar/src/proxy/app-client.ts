@@ -474,12 +474,12 @@ export class AppClient {
         const code = stream.rstCode ?? 0;
         resolve({
           status: 0,
-          failure: classifyUpstreamError(
-            Object.assign(new Error(`the app closed the stream (code ${code}) before answering`), {
-              code: code === http2.constants.NGHTTP2_REFUSED_STREAM ? "ERR_HTTP2_STREAM_ERROR" : "ECONNRESET",
-            }),
-            true,
-          ),
+          failure: {
+            reason: "upstream_reset",
+            connectFailure: false,
+            refusedStream: code === http2.constants.NGHTTP2_REFUSED_STREAM,
+            message: `the app closed the stream (code ${code}) before answering`,
+          },
           responseBytes: 0,
         });
       });

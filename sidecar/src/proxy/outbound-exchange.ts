@@ -273,12 +273,7 @@ export class OutboundExchange {
   private noEndpoint(reason: LocalReason, message: string): void {
     const fb = this.t.rule.policy.fallback;
     if (fb !== undefined) {
-      const status = sendLocalReply(this.res, this.grpc, "fallback", message, {
-        status: fb.status,
-        grpcStatus: fb.grpcStatus,
-        headers: fb.headers,
-        body: fb.body,
-      });
+      const status = sendLocalReply(this.res, this.grpc, "fallback", message, fb);
       this.grpcStatus = this.grpc ? fb.grpcStatus : undefined;
       this.finish(status, "fallback", true);
       return;

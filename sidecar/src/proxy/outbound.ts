@@ -32,6 +32,7 @@ import { pickCluster } from "../routing/weighted.js";
 import type { ClusterRuntime, RuntimeConfig } from "../runtime/runtime-config.js";
 import type { DownstreamRequest, DownstreamResponse } from "./app-client.js";
 import {
+  callerGone,
   detachedBody,
   forwardableRaw,
   forwardableResponseRaw,
@@ -41,7 +42,13 @@ import {
 import { appendForwardedFor, ensureRequestId, first, forwardableResponseHeaders } from "./headers.js";
 import type { OutboundRecord, ProxyHooks } from "./hooks.js";
 import { APP_PORT_HEADER } from "./inbound.js";
-import { isGrpc, type LocalReason, REASON_STATUS, sendLocalReply } from "./local-reply.js";
+import {
+  isGrpc,
+  type LocalReason,
+  type LocalReplyOptions,
+  REASON_STATUS,
+  sendLocalReply,
+} from "./local-reply.js";
 import { cancelStream, type MeshTransport } from "./mesh-transport.js";
 import { type MirrorCopy, startMirror } from "./mirror.js";
 import { type ExchangeEnv, OutboundExchange } from "./outbound-exchange.js";
@@ -135,9 +142,10 @@ export class OutboundProxy {
     message: string,
     started: number,
     dst?: { service: string; namespace: string },
+    opts?: LocalReplyOptions,
   ): void {
     const grpc = isGrpc(req.headers["content-type"]);
-    const status = sendLocalReply(res, grpc, reason, message);
+    const status = sendLocalReply(res, grpc, reason, message, opts);
     this.deps.hooks.outbound(
       dst === undefined
         ? undefined
@@ -146,7 +154,7 @@ export class OutboundProxy {
       reason,
       started,
       0,
-      grpc ? REASON_STATUS[reason].grpc : undefined,
+      grpc ? (opts?.grpcStatus ?? REASON_STATUS[reason].grpc) : undefined,
     );
   }
 
@@ -216,7 +224,7 @@ export class OutboundProxy {
     if (fault !== undefined && chance(this.faultRandom, fault.percentage)) {
       if (fault.delayMs !== undefined) {
         await delay(fault.delayMs, res);
-        if (res.destroyed || res.writableEnded) {
+        if (callerGone(req, res)) {
           this.deps.hooks.outbound(
             { destinationService: dst.service, destinationNamespace: dst.namespace },
             0,
@@ -227,53 +235,24 @@ export class OutboundProxy {
           return;
         }
       }
-      const abort = fault.abort;
-      if (abort !== undefined) {
-        const grpc = isGrpc(req.headers["content-type"]);
-        const status = sendLocalReply(res, grpc, "fault_injected", "fault injected by the route", {
-          status: abort.status,
-          grpcStatus: abort.grpcStatus,
-        });
-        this.deps.hooks.outbound(
-          { destinationService: dst.service, destinationNamespace: dst.namespace },
-          status,
+      if (fault.abort !== undefined)
+        return this.reply(
+          req,
+          res,
           "fault_injected",
+          "fault injected by the route",
           started,
-          0,
-          grpc ? abort.grpcStatus : undefined,
+          dst,
+          fault.abort,
         );
-        return;
-      }
       rt = this.deps.runtime() ?? rt;
     }
     const cluster = rt.clusters.get(pickCluster(rule, this.deps.random));
     if (cluster === undefined) {
+      const why = "the route's cluster is not known yet";
       const fb = policy.fallback;
-      if (fb === undefined)
-        return this.reply(
-          req,
-          res,
-          "no_healthy_upstream",
-          "the route's cluster is not known yet",
-          started,
-          dst,
-        );
-      const grpc = isGrpc(req.headers["content-type"]);
-      const status = sendLocalReply(res, grpc, "fallback", "the route's cluster is not known yet", {
-        status: fb.status,
-        grpcStatus: fb.grpcStatus,
-        headers: fb.headers,
-        body: fb.body,
-      });
-      this.deps.hooks.outbound(
-        { destinationService: dst.service, destinationNamespace: dst.namespace },
-        status,
-        "fallback",
-        started,
-        0,
-        grpc ? fb.grpcStatus : undefined,
-      );
-      return;
+      if (fb === undefined) return this.reply(req, res, "no_healthy_upstream", why, started, dst);
+      return this.reply(req, res, "fallback", why, started, dst, fb);
     }
     const hashKey = requestHashKey(cluster, req, res, np.query, this.deps.random);
     // 5. Headers, the mirror's copy, then the exchange (timeouts, retries, limits, balancing).

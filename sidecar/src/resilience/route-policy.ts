@@ -30,6 +30,7 @@ export interface CompiledMirror {
   readonly percentage: number;
 }
 
+/** Also the local-reply options of the fallback answer, as is (built once per route, not per request). */
 export interface CompiledFallback {
   readonly status: number;
   /** gRPC callers get this status (trailers-only): 0 for a 2xx fallback, else the HTTP mapping. */

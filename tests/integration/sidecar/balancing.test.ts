@@ -10,12 +10,11 @@ import { type ControlPlaneProcess, startControlPlane } from "../../helpers/contr
 import { countByApp, MeshClient, sendConcurrently } from "../../helpers/load.js";
 import {
   type AdminCluster,
-  adminJson,
   type SidecarProcess,
   startReplicaSidecars,
   startSidecar,
+  waitForCluster,
 } from "../../helpers/sidecar.js";
-import { waitFor } from "../../helpers/wait.js";
 
 const ROUND_ROBIN = 1;
 const LEAST_REQUEST = 2;
@@ -31,14 +30,7 @@ describe("sidecar load balancing", () => {
 
   /** The orders cluster as the web sidecar runs it, once `pred` holds. */
   const ordersCluster = (pred: (c: AdminCluster) => boolean, what: string) =>
-    waitFor(
-      async () => {
-        const list = await adminJson<AdminCluster[]>(web, "/clusters");
-        const c = list.find((x) => x.name.startsWith("orders.shop:"));
-        return c !== undefined && pred(c) ? c : undefined;
-      },
-      { what, timeoutMs: 15_000, intervalMs: 50 },
-    );
+    waitForCluster(web, "orders.shop:", pred, what);
 
   before(async () => {
     cp = await startControlPlane({});

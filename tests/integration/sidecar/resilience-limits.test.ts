@@ -27,7 +27,7 @@ import {
   startPacedLoad,
 } from "../../helpers/load.js";
 import { metricSum, scrape } from "../../helpers/metrics.js";
-import { type AdminCluster, adminJson, type SidecarProcess, startSidecar } from "../../helpers/sidecar.js";
+import { adminJson, type SidecarProcess, startSidecar, waitForCluster } from "../../helpers/sidecar.js";
 import { waitFor } from "../../helpers/wait.js";
 
 const SEED = 7;
@@ -184,14 +184,7 @@ describe("sidecar resilience: connection limits, outliers, panic, faults, mirror
   const host = (service: keyof typeof apps) => `${service}.shop:${apps[service][0]?.port}`;
 
   const endpointsAtWeb = (cluster: string, n: number) =>
-    waitFor(
-      async () => {
-        const list = await adminJson<AdminCluster[]>(web, "/clusters");
-        const c = list.find((x) => x.name === cluster);
-        return c !== undefined && c.endpoints.length === n ? c : undefined;
-      },
-      { what: `${n} endpoints of ${cluster} at web`, timeoutMs: 15_000, intervalMs: 50 },
-    );
+    waitForCluster(web, cluster, (c) => c.endpoints.length === n, `${n} endpoints of ${cluster} at web`);
 
   const clear = (list: readonly EchoApp[]) => {
     for (const a of list) {

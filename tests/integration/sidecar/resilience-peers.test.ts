@@ -10,7 +10,7 @@ import { after, before, beforeEach, describe, it } from "node:test";
 import { createToken } from "../../helpers/cli.js";
 import { type ControlPlaneProcess, startControlPlane } from "../../helpers/control-plane.js";
 import { MeshClient } from "../../helpers/load.js";
-import { type AdminCluster, adminJson, type SidecarProcess, startSidecar } from "../../helpers/sidecar.js";
+import { clusterAt, type SidecarProcess, startSidecar } from "../../helpers/sidecar.js";
 import { SimProxy } from "../../helpers/sim-proxy.js";
 import { waitFor } from "../../helpers/wait.js";
 
@@ -55,10 +55,7 @@ describe("sidecar resilience: misbehaving peers", () => {
   let client: MeshClient;
   const host = "flaky.shop:8080";
 
-  const flakyCluster = () =>
-    adminJson<(AdminCluster & { limits: { active: number; pending: number } })[]>(web, "/clusters").then(
-      (l) => l.find((c) => c.name.startsWith("flaky.shop:")),
-    );
+  const flakyCluster = () => clusterAt(web, "flaky.shop:");
 
   before(async () => {
     cp = await startControlPlane({});

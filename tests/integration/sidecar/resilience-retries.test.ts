@@ -15,11 +15,10 @@ import { type ControlPlaneProcess, startControlPlane } from "../../helpers/contr
 import { MeshClient, startPacedLoad } from "../../helpers/load.js";
 import { metricSum, scrape } from "../../helpers/metrics.js";
 import {
-  type AdminCluster,
-  adminJson,
   type SidecarProcess,
   startReplicaSidecars,
   startSidecar,
+  waitForCluster,
 } from "../../helpers/sidecar.js";
 import { waitFor } from "../../helpers/wait.js";
 
@@ -96,14 +95,7 @@ describe("sidecar resilience: retries, retry budget, timeouts", () => {
   let slowHost: string;
 
   const endpointsAtWeb = (prefix: string, n: number) =>
-    waitFor(
-      async () => {
-        const list = await adminJson<AdminCluster[]>(web, "/clusters");
-        const c = list.find((x) => x.name.startsWith(prefix));
-        return c !== undefined && c.endpoints.length === n ? c : undefined;
-      },
-      { what: `${n} endpoints of ${prefix} at web`, timeoutMs: 15_000, intervalMs: 50 },
-    );
+    waitForCluster(web, prefix, (c) => c.endpoints.length === n, `${n} endpoints of ${prefix} at web`);
 
   /** Every ledger entry of `apps`, in arrival order. */
   const ledger = (apps: readonly EchoApp[]) =>
